@@ -1,0 +1,177 @@
+//! RabbitMQ: connecting with retry, declaring the topology, and publishing
+//! with publisher confirms. Shared by the coordinator and the worker so both
+//! declare queues with the same arguments (RabbitMQ refuses a redeclare with
+//! different ones).
+
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::Confirmation;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::mask_url;
+use crate::topology::{DELIVERY_LIMIT, Topology};
+
+/// How long a publish may wait for its confirm before it counts as failed
+/// (a broker that closes cleanly can leave a confirm pending forever).
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What went wrong talking to the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// An AMQP operation failed.
+    #[error("RabbitMQ: {0}")]
+    Amqp(#[from] lapin::Error),
+    /// The broker refused the message.
+    #[error("RabbitMQ refused (nacked) a message published to {0:?}")]
+    Nacked(String),
+    /// No queue is bound for the routing key.
+    #[error("no queue is bound for routing key {0:?}")]
+    Unroutable(String),
+    /// The confirm did not come in time.
+    #[error("no publisher confirm from RabbitMQ within {0:?}")]
+    ConfirmTimeout(Duration),
+    /// Stopped while waiting for the broker.
+    #[error("stopped before RabbitMQ could be reached")]
+    Cancelled,
+}
+
+/// A `Result` with [`BrokerError`].
+pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
+
+/// Connects to `url`, retrying with capped exponential backoff and logging
+/// each failure in one line, until it succeeds or `cancel` fires. `name`
+/// shows in the RabbitMQ management UI.
+pub async fn connect(url: &str, name: &str, cancel: &CancellationToken) -> Result<Connection> {
+    let mut delay = Duration::from_millis(200);
+    let mut tries = 0u32;
+    loop {
+        let props = ConnectionProperties::default().with_connection_name(name.into());
+        match Connection::connect(url, props).await {
+            Ok(conn) => {
+                if tries > 0 {
+                    tracing::info!(url = %mask_url(url), "connected to RabbitMQ after {tries} failed tries");
+                }
+                return Ok(conn);
+            }
+            Err(e) => {
+                tries += 1;
+                tracing::warn!(
+                    "cannot reach RabbitMQ at {}: {e}: is it running? (start it with `rabbitmq-server -detached`); retry {tries} in {delay:?}",
+                    mask_url(url)
+                );
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(BrokerError::Cancelled),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Opens a channel with publisher confirms on.
+pub async fn confirm_channel(conn: &Connection) -> Result<Channel> {
+    let channel = conn.create_channel().await?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    Ok(channel)
+}
+
+fn quorum_args(topology: &Topology) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
+    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(topology.dead_letter_exchange().into()));
+    args
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() }
+}
+
+/// Declares what every process needs: the tasks exchange, the reports
+/// queue, and the dead-letter exchange and queue. Idempotent.
+pub async fn declare_base(channel: &Channel, topology: &Topology) -> Result<()> {
+    let exchange_opts = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+    channel
+        .exchange_declare(topology.dead_letter_exchange().into(), ExchangeKind::Fanout, exchange_opts, FieldTable::default())
+        .await?;
+    let mut dead_args = FieldTable::default();
+    dead_args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    channel.queue_declare(topology.dead_letter_queue().into(), durable(), dead_args).await?;
+    channel
+        .queue_bind(
+            topology.dead_letter_queue().into(),
+            topology.dead_letter_exchange().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .exchange_declare(topology.tasks_exchange().into(), ExchangeKind::Direct, exchange_opts, FieldTable::default())
+        .await?;
+    channel.queue_declare(topology.reports_queue().into(), durable(), quorum_args(topology)).await?;
+    Ok(())
+}
+
+/// Declares the task queue of one job kind and binds it. Idempotent.
+pub async fn declare_task_queue(channel: &Channel, topology: &Topology, kind: &str) -> Result<()> {
+    let queue = topology.task_queue(kind);
+    channel.queue_declare(queue.as_str().into(), durable(), quorum_args(topology)).await?;
+    channel
+        .queue_bind(queue.into(), topology.tasks_exchange().into(), kind.into(), QueueBindOptions::default(), FieldTable::default())
+        .await?;
+    Ok(())
+}
+
+/// Properties of every message we publish: persistent MessagePack.
+pub fn message_properties() -> BasicProperties {
+    BasicProperties::default().with_delivery_mode(2).with_content_type("application/msgpack".into())
+}
+
+/// A publish whose confirm has not been awaited yet, so many can be in
+/// flight at once.
+pub struct Pending {
+    routing_key: String,
+    confirm: lapin::PublisherConfirm,
+}
+
+/// Publishes without waiting for the confirm; await it with [`Pending::confirmed`].
+/// `mandatory` makes an unroutable message come back as an error.
+pub async fn publish(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    mandatory: bool,
+) -> Result<Pending> {
+    let confirm = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions { mandatory, ..BasicPublishOptions::default() },
+            body,
+            message_properties(),
+        )
+        .await?;
+    Ok(Pending { routing_key: routing_key.to_owned(), confirm })
+}
+
+impl Pending {
+    /// Waits (at most [`CONFIRM_TIMEOUT`]) for the broker to take the message.
+    /// Only `Ack(None)` is success: a mandatory message nobody could route
+    /// also resolves to an ack, carrying the returned message.
+    pub async fn confirmed(self) -> Result<()> {
+        let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, self.confirm)
+            .await
+            .map_err(|_| BrokerError::ConfirmTimeout(CONFIRM_TIMEOUT))??;
+        match confirmation {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(BrokerError::Unroutable(self.routing_key)),
+            Confirmation::Nack(_) | Confirmation::NotRequested => Err(BrokerError::Nacked(self.routing_key)),
+        }
+    }
+}

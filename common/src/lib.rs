@@ -1,0 +1,31 @@
+//! Tributary's shared domain: the pieces the coordinator, the worker SDK and
+//! the CLI must agree on.
+//!
+//! ```text
+//!  submit ──► coordinator ──Task──► RabbitMQ ──► worker (runs one phase)
+//!                 ▲                                  │
+//!                 └──────── Report (outcomes) ◄──────┘
+//! ```
+//!
+//! # Layout
+//! - [`job`]: job ids, dispatch tokens, child counts and submission options.
+//! - [`status`]: the job and phase state machines (pure, table-tested).
+//! - [`fanin`]: the per-parent error-tolerance policy and the fan-in rule.
+//! - [`retry`]: retry policy (attempts, exponential backoff with jitter).
+//! - [`wire`]: the versioned MessagePack messages and their one codec.
+//! - [`topology`]: names of every queue and exchange under a namespace.
+//! - [`broker`] (feature `broker`): connecting with retry, declaring the
+//!   topology, publishing with confirms.
+//! - [`config`]: connection settings shared by every binary, with masking.
+//! - [`telemetry`]: the one `init` that sets up logging.
+
+#[cfg(feature = "broker")]
+pub mod broker;
+pub mod config;
+pub mod fanin;
+pub mod job;
+pub mod retry;
+pub mod status;
+pub mod telemetry;
+pub mod topology;
+pub mod wire;

@@ -1,0 +1,282 @@
+//! The job and phase state machines. Pure functions: the coordinator's
+//! outcome applier computes every move with them and only then persists it,
+//! so an illegal move is an error instead of a silent overwrite.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Queued; no phase has started yet.
+    Pending,
+    /// A phase is queued or executing.
+    Running,
+    /// The fan-out is sealed and children are still open.
+    Waiting,
+    /// Dispatch is held by an operator.
+    Paused,
+    /// Terminal: the job produced its output.
+    Completed,
+    /// Terminal: a phase failed for good.
+    Failed,
+    /// Terminal: cancelled before it finished.
+    Cancelled,
+}
+
+/// What can happen to a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobEvent {
+    /// A worker started a phase.
+    Start,
+    /// A phase ended and asked for another phase.
+    Next,
+    /// A phase failed and will be retried.
+    Retry,
+    /// A phase ended by sealing a fan-out.
+    Seal,
+    /// Every child is terminal; the next phase is queued.
+    FanIn,
+    /// The last phase completed.
+    Complete,
+    /// A phase failed for good (or the job could not be dispatched).
+    Fail,
+    /// An operator cancelled the job (or its tree).
+    Cancel,
+    /// An operator paused dispatch.
+    Pause,
+    /// An operator resumed dispatch.
+    Resume,
+}
+
+/// Names a move the state machine does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("illegal transition: {event:?} from {from:?}")]
+pub struct IllegalTransition<S: std::fmt::Debug, E: std::fmt::Debug> {
+    /// The state the move started from.
+    pub from: S,
+    /// The event that does not apply there.
+    pub event: E,
+}
+
+impl JobStatus {
+    /// Completed, failed and cancelled jobs never move again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+
+    /// The text stored in Postgres and shown by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Waiting => "waiting",
+            Self::Paused => "paused",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the stored text.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "running" => Self::Running,
+            "waiting" => Self::Waiting,
+            "paused" => Self::Paused,
+            "completed" => Self::Completed,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// Applies `event`, or says why it cannot apply.
+    pub fn apply(self, event: JobEvent) -> Result<Self, IllegalTransition<Self, JobEvent>> {
+        use JobEvent as E;
+        use JobStatus as S;
+        let next = match (self, event) {
+            (S::Pending | S::Running, E::Start) => S::Running,
+            (S::Pending | S::Running, E::Next | E::Retry) => S::Running,
+            (S::Pending | S::Running, E::Seal) => S::Waiting,
+            (S::Waiting, E::FanIn) => S::Running,
+            (S::Pending | S::Running | S::Waiting, E::Complete) => S::Completed,
+            (S::Pending | S::Running | S::Waiting | S::Paused, E::Fail) => S::Failed,
+            (S::Pending | S::Running | S::Waiting | S::Paused, E::Cancel) => S::Cancelled,
+            (S::Pending | S::Running | S::Waiting, E::Pause) => S::Paused,
+            (S::Paused, E::Resume) => S::Pending,
+            (from, event) => return Err(IllegalTransition { from, event }),
+        };
+        Ok(next)
+    }
+}
+
+/// Where one phase of a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhaseStatus {
+    /// Queued (first execution or a retry), not yet picked up.
+    NotStarted,
+    /// A worker is executing it.
+    Running,
+    /// Held by an operator.
+    Paused,
+    /// Ended successfully (including by sealing a fan-out).
+    Completed,
+    /// Ended in a failure that will not be retried.
+    Failed,
+    /// Never ran (its job ended before it).
+    Skipped,
+}
+
+/// What can happen to a phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhaseEvent {
+    /// A worker began executing it.
+    Start,
+    /// Its execution ended well.
+    Complete,
+    /// Its execution failed; another attempt is queued.
+    Retry,
+    /// It failed for good.
+    Fail,
+    /// Its job ended (cancelled, or a warning skipped it) before it ran.
+    Skip,
+    /// An operator paused it.
+    Pause,
+    /// An operator resumed it.
+    Resume,
+}
+
+impl PhaseStatus {
+    /// The text stored in Postgres and shown by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotStarted => "not_started",
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    /// Parses the stored text.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "not_started" => Self::NotStarted,
+            "running" => Self::Running,
+            "paused" => Self::Paused,
+            "completed" => Self::Completed,
+            "failed" => Self::Failed,
+            "skipped" => Self::Skipped,
+            _ => return None,
+        })
+    }
+
+    /// Applies `event`, or says why it cannot apply.
+    pub fn apply(self, event: PhaseEvent) -> Result<Self, IllegalTransition<Self, PhaseEvent>> {
+        use PhaseEvent as E;
+        use PhaseStatus as S;
+        let next = match (self, event) {
+            (S::NotStarted, E::Start) => S::Running,
+            // An outcome may arrive without its start report (they are
+            // coalesced), so a queued phase may end directly.
+            (S::NotStarted | S::Running, E::Complete) => S::Completed,
+            (S::NotStarted | S::Running, E::Retry) => S::NotStarted,
+            (S::NotStarted | S::Running | S::Paused, E::Fail) => S::Failed,
+            (S::NotStarted | S::Paused, E::Skip) => S::Skipped,
+            (S::NotStarted, E::Pause) => S::Paused,
+            (S::Paused, E::Resume) => S::NotStarted,
+            (from, event) => return Err(IllegalTransition { from, event }),
+        };
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_transitions_table() {
+        use JobEvent as E;
+        use JobStatus as S;
+        let legal = [
+            (S::Pending, E::Start, S::Running),
+            (S::Running, E::Next, S::Running),
+            (S::Running, E::Retry, S::Running),
+            (S::Running, E::Seal, S::Waiting),
+            (S::Waiting, E::FanIn, S::Running),
+            (S::Running, E::Complete, S::Completed),
+            (S::Waiting, E::Complete, S::Completed),
+            (S::Pending, E::Fail, S::Failed),
+            (S::Waiting, E::Fail, S::Failed),
+            (S::Waiting, E::Cancel, S::Cancelled),
+            (S::Running, E::Pause, S::Paused),
+            (S::Paused, E::Resume, S::Pending),
+        ];
+        for (from, event, to) in legal {
+            assert_eq!(from.apply(event), Ok(to), "{from:?} + {event:?}");
+        }
+        let illegal = [
+            (S::Completed, E::Start),
+            (S::Completed, E::Complete),
+            (S::Failed, E::Retry),
+            (S::Cancelled, E::Fail),
+            (S::Running, E::FanIn),
+            (S::Waiting, E::Start),
+            (S::Waiting, E::Seal),
+            (S::Paused, E::Start),
+        ];
+        for (from, event) in illegal {
+            assert_eq!(from.apply(event), Err(IllegalTransition { from, event }));
+        }
+    }
+
+    #[test]
+    fn phase_transitions_table() {
+        use PhaseEvent as E;
+        use PhaseStatus as S;
+        let legal = [
+            (S::NotStarted, E::Start, S::Running),
+            (S::Running, E::Complete, S::Completed),
+            (S::NotStarted, E::Complete, S::Completed),
+            (S::Running, E::Retry, S::NotStarted),
+            (S::Running, E::Fail, S::Failed),
+            (S::NotStarted, E::Skip, S::Skipped),
+            (S::NotStarted, E::Pause, S::Paused),
+            (S::Paused, E::Resume, S::NotStarted),
+        ];
+        for (from, event, to) in legal {
+            assert_eq!(from.apply(event), Ok(to), "{from:?} + {event:?}");
+        }
+        for (from, event) in [
+            (S::Completed, E::Start),
+            (S::Completed, E::Complete),
+            (S::Failed, E::Retry),
+            (S::Running, E::Start),
+            (S::Skipped, E::Resume),
+        ] {
+            assert!(from.apply(event).is_err(), "{from:?} + {event:?}");
+        }
+    }
+
+    #[test]
+    fn stored_names_round_trip() {
+        for s in [
+            JobStatus::Pending,
+            JobStatus::Running,
+            JobStatus::Waiting,
+            JobStatus::Paused,
+            JobStatus::Completed,
+            JobStatus::Failed,
+            JobStatus::Cancelled,
+        ] {
+            assert_eq!(JobStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(PhaseStatus::parse("not_started"), Some(PhaseStatus::NotStarted));
+        assert_eq!(JobStatus::parse("bogus"), None);
+    }
+}

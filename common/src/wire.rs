@@ -1,0 +1,307 @@
+//! The wire protocol: every message between coordinator and workers, and the
+//! one codec that turns them into bytes. `docs/protocol.md` describes the
+//! same contract for implementers in other languages.
+//!
+//! Every AMQP body is a MessagePack array `[version, message]`; `message` is
+//! a map with named fields (rmp-serde's `to_vec_named`), enums are maps of
+//! one key (the variant name). A receiver reads the version first and
+//! refuses one it does not speak, so a message from a newer peer is
+//! dead-lettered with a clear reason instead of misread.
+
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::job::{ChildCounts, DispatchToken, JobId, JobOptions};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The largest body either side accepts (16 MiB). A larger one is
+/// dead-lettered; spawn children in several `ctx.spawn` batches instead.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why bytes could not become a message.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// Not MessagePack of the expected shape.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// A version this build does not speak.
+    #[error("unsupported protocol version {0} (this build speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion(u16),
+    /// Over [`MAX_MESSAGE_BYTES`].
+    #[error("message of {0} bytes is over the {MAX_MESSAGE_BYTES}-byte limit")]
+    TooLarge(usize),
+    /// A value that could not be encoded.
+    #[error("cannot encode message: {0}")]
+    Encode(String),
+}
+
+/// Coordinator → worker: run one phase of one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// The execution this task asks for; every report about it carries it.
+    pub token: DispatchToken,
+    /// The job kind; selects the handler.
+    pub kind: String,
+    /// The phase to run. [`crate::job::ENTRY_PHASE`] means the kind's entry phase.
+    pub phase: String,
+    /// The root of the job's tree.
+    pub root_id: JobId,
+    /// The parent, for a child job.
+    pub parent_id: Option<JobId>,
+    /// The job's input, MessagePack.
+    pub input: ByteBuf,
+    /// The last checkpoint of this phase, if an earlier execution saved one.
+    pub state: Option<ByteBuf>,
+    /// For the phase after a fan-in: how the children ended.
+    pub children: Option<ChildCounts>,
+    /// For the phase after a fan-in: the phase number that spawned the
+    /// children, used to page their results.
+    pub fanout_seq: Option<u32>,
+}
+
+/// Worker → coordinator: one or more report items, coalesced into one
+/// message when a worker finishes many small phases at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Applied in order.
+    pub items: Vec<ReportItem>,
+}
+
+/// One thing a worker tells the coordinator about one execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ReportItem {
+    /// The worker began executing the phase.
+    Started {
+        /// The execution.
+        token: DispatchToken,
+        /// The phase name actually run (the entry alias resolved).
+        phase: String,
+    },
+    /// A batch of children spawned by the phase. Batches are numbered from
+    /// 0 within a phase; a batch number seen before is ignored, so a
+    /// re-executed phase that spawns the same batches creates no duplicates.
+    Spawned {
+        /// The execution.
+        token: DispatchToken,
+        /// The batch number within the phase.
+        batch: u32,
+        /// The spawn index of the batch's first child (children are numbered
+        /// from 0 across all batches of the phase).
+        first_index: u64,
+        /// The children.
+        children: Vec<ChildSpec>,
+    },
+    /// The phase saved its progress; a re-execution resumes from it.
+    Checkpoint {
+        /// The execution.
+        token: DispatchToken,
+        /// The state, MessagePack.
+        state: ByteBuf,
+    },
+    /// How far the phase has got.
+    Progress {
+        /// The execution.
+        token: DispatchToken,
+        /// Units done.
+        done: u64,
+        /// Units in all.
+        total: u64,
+        /// What is going on, for people.
+        message: String,
+    },
+    /// A line for the job's log.
+    Log {
+        /// The execution.
+        token: DispatchToken,
+        /// `debug`, `info`, `warn` or `error`.
+        level: String,
+        /// The line.
+        message: String,
+    },
+    /// The phase ended.
+    Finished {
+        /// The execution.
+        token: DispatchToken,
+        /// How.
+        outcome: Outcome,
+    },
+}
+
+impl ReportItem {
+    /// The execution the item is about.
+    pub fn token(&self) -> &DispatchToken {
+        match self {
+            Self::Started { token, .. }
+            | Self::Spawned { token, .. }
+            | Self::Checkpoint { token, .. }
+            | Self::Progress { token, .. }
+            | Self::Log { token, .. }
+            | Self::Finished { token, .. } => token,
+        }
+    }
+}
+
+/// A child to create.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildSpec {
+    /// Its job kind.
+    pub kind: String,
+    /// Its input, MessagePack.
+    pub input: ByteBuf,
+    /// Its options.
+    #[serde(default)]
+    pub options: Option<JobOptions>,
+}
+
+/// How a phase ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The job is done.
+    Complete {
+        /// Its output, MessagePack.
+        output: ByteBuf,
+    },
+    /// Run another phase.
+    Next {
+        /// The phase.
+        phase: String,
+    },
+    /// The fan-out is sealed: resume at `then` once every child is terminal.
+    Wait {
+        /// The phase to run after the fan-in.
+        then: String,
+        /// How many children the phase spawned in all batches.
+        children: u64,
+    },
+    /// The phase failed.
+    Fail {
+        /// What went wrong.
+        error: String,
+        /// Whether another attempt may succeed.
+        retryable: bool,
+    },
+}
+
+/// Encodes `message` as `[PROTOCOL_VERSION, message]`.
+pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, WireError> {
+    rmp_serde::to_vec_named(&(PROTOCOL_VERSION, message)).map_err(|e| WireError::Encode(e.to_string()))
+}
+
+/// Decodes bytes made by [`encode`], checking size and version first.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(WireError::TooLarge(bytes.len()));
+    }
+    let (version, _): (u16, IgnoredAny) =
+        rmp_serde::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
+    if version != PROTOCOL_VERSION {
+        return Err(WireError::UnsupportedVersion(version));
+    }
+    let (_, message): (u16, T) = rmp_serde::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
+    Ok(message)
+}
+
+/// Encodes a user value (input, output, state) as MessagePack.
+pub fn to_payload<T: Serialize + ?Sized>(value: &T) -> Result<ByteBuf, WireError> {
+    rmp_serde::to_vec_named(value).map(ByteBuf::from).map_err(|e| WireError::Encode(e.to_string()))
+}
+
+/// Decodes a user value (input, output, state) from MessagePack.
+pub fn from_payload<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    rmp_serde::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))
+}
+
+/// One child's ending, as the results API pages it to the phase after a
+/// fan-in (MessagePack body: a list of these).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildResult {
+    /// The child.
+    pub id: JobId,
+    /// Its spawn index.
+    pub index: u64,
+    /// `completed`, `failed` or `cancelled`.
+    pub status: String,
+    /// Its output, MessagePack, when it completed.
+    pub output: Option<ByteBuf>,
+    /// Its error, when it failed.
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn token() -> DispatchToken {
+        DispatchToken { job_id: Uuid::now_v7(), seq: 2, attempt: 1 }
+    }
+
+    #[test]
+    fn report_round_trips() {
+        let report = Report {
+            items: vec![
+                ReportItem::Started { token: token(), phase: "ingest".into() },
+                ReportItem::Spawned {
+                    token: token(),
+                    batch: 3,
+                    first_index: 300,
+                    children: vec![ChildSpec {
+                        kind: "k".into(),
+                        input: to_payload(&42u32).expect("encode"),
+                        options: None,
+                    }],
+                },
+                ReportItem::Finished {
+                    token: token(),
+                    outcome: Outcome::Wait { then: "aggregate".into(), children: 301 },
+                },
+            ],
+        };
+        let bytes = encode(&report).expect("encode");
+        assert_eq!(decode::<Report>(&bytes).expect("decode"), report);
+    }
+
+    #[test]
+    fn task_round_trips() {
+        let task = Task {
+            token: token(),
+            kind: "demo.wordcount".into(),
+            phase: "start".into(),
+            root_id: Uuid::now_v7(),
+            parent_id: None,
+            input: to_payload(&serde_json::json!({"path": "/tmp"})).expect("encode"),
+            state: None,
+            children: Some(ChildCounts { total: 3, completed: 2, failed: 1, cancelled: 0 }),
+            fanout_seq: Some(1),
+        };
+        assert_eq!(decode::<Task>(&encode(&task).expect("encode")).expect("decode"), task);
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        assert!(matches!(decode::<Task>(b"\xc1garbage"), Err(WireError::Malformed(_))));
+        assert!(matches!(decode::<Task>(b""), Err(WireError::Malformed(_))));
+    }
+
+    #[test]
+    fn other_versions_are_refused() {
+        let bytes = rmp_serde::to_vec_named(&(2u16, "anything")).expect("encode");
+        assert!(matches!(decode::<Task>(&bytes), Err(WireError::UnsupportedVersion(2))));
+    }
+
+    #[test]
+    fn oversize_is_refused() {
+        let bytes = vec![0u8; MAX_MESSAGE_BYTES + 1];
+        assert!(matches!(decode::<Task>(&bytes), Err(WireError::TooLarge(_))));
+    }
+
+    #[test]
+    fn json_input_survives_the_payload_codec() {
+        let json = serde_json::json!({"path": "/x", "n": [1, 2, 3], "deep": {"ok": true}});
+        let bytes = to_payload(&json).expect("encode");
+        assert_eq!(from_payload::<serde_json::Value>(&bytes).expect("decode"), json);
+    }
+}

@@ -1,0 +1,304 @@
+//! The HTTP API: submit jobs, read their status, page children, results and
+//! logs, and Prometheus metrics.
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /v1/jobs` | submit `{kind, input, options?}`; answers `201 {"id"}` |
+//! | `GET /v1/jobs/{id}` | status, phase, phases, children counts, output or error |
+//! | `GET /v1/jobs/{id}/children` | children in spawn order (`after`, `limit`, `seq`, `format=json\|msgpack`) |
+//! | `GET /v1/jobs/{id}/tree` | counts by status for the job's whole tree |
+//! | `GET /v1/jobs/{id}/logs` | log lines (`after`, `limit`) |
+//! | `GET /v1/stats` | durable counters (fenced reports) |
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /healthz` | liveness |
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tributary_common::fanin::FailureAction;
+use tributary_common::job::{DEFAULT_MAX_ATTEMPTS, ENTRY_PHASE, JobOptions};
+use tributary_common::status::JobStatus;
+use tributary_common::wire::{self, ChildResult};
+use uuid::Uuid;
+
+use crate::metrics::Metrics;
+use crate::store::{self, NewRoot, STATUS_COLUMNS, StoreError};
+
+/// Largest accepted request body (1 MiB).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The database.
+    pub pool: PgPool,
+    /// Process counters.
+    pub metrics: Arc<Metrics>,
+    /// Wakes the dispatch relay after a submission.
+    pub relay_wake: Arc<tokio::sync::Notify>,
+}
+
+/// The router.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/jobs", post(submit))
+        .route("/v1/jobs/{id}", get(job))
+        .route("/v1/jobs/{id}/children", get(children))
+        .route("/v1/jobs/{id}/tree", get(tree))
+        .route("/v1/jobs/{id}/logs", get(logs))
+        .route("/v1/stats", get(stats))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// An error answer: a status and a reason, as `{"error": reason}`.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!("request failed: {e}");
+        Self(StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {e}"))
+    }
+}
+
+fn bad(status: StatusCode, reason: impl Into<String>) -> ApiError {
+    ApiError(status, reason.into())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Submission {
+    kind: String,
+    #[serde(default)]
+    input: Value,
+    #[serde(default)]
+    options: Option<JobOptions>,
+}
+
+/// A kind is a routing key and part of queue names: keep it to safe characters.
+fn valid_kind(kind: &str) -> bool {
+    !kind.is_empty()
+        && kind.len() <= 128
+        && kind.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+async fn submit(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or_default();
+        if !ct.starts_with("application/json") {
+            return Err(bad(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("content-type must be application/json, not {ct:?}")));
+        }
+    }
+    let sub: Submission = serde_json::from_slice(&body).map_err(|e| {
+        let status = if e.is_data() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::BAD_REQUEST };
+        bad(status, format!("invalid job submission: {e}"))
+    })?;
+    if !valid_kind(&sub.kind) {
+        return Err(bad(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("invalid kind {:?}: use 1-128 characters from A-Z a-z 0-9 . _ -", sub.kind),
+        ));
+    }
+    let options = sub.options.unwrap_or_default();
+    let max_attempts = options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+    if max_attempts == 0 {
+        return Err(bad(StatusCode::UNPROCESSABLE_ENTITY, "options.max_attempts must be at least 1"));
+    }
+    let input = wire::to_payload(&sub.input).map_err(|e| bad(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let id = Uuid::now_v7();
+    let action = match options.failure_action.unwrap_or_default() {
+        FailureAction::Continue => "continue",
+        FailureAction::StopAll => "stop_all",
+        FailureAction::MarkWarning => "mark_warning",
+    };
+    store::insert_root(
+        &state.pool,
+        &NewRoot {
+            id,
+            kind: &sub.kind,
+            input: &input,
+            phase: options.phase.as_deref().unwrap_or(ENTRY_PHASE),
+            max_attempts: max_attempts as i32,
+            max_child_failures: options.max_child_failures.map(|m| m as i32),
+            failure_action: action,
+        },
+    )
+    .await?;
+    state.metrics.submitted();
+    state.relay_wake.notify_one();
+    tracing::info!(job = %id, kind = %sub.kind, "submitted");
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|e| bad(StatusCode::BAD_REQUEST, format!("invalid job id {id:?}: {e}")))
+}
+
+/// MessagePack as JSON where it can be; binary data cannot.
+fn payload_json(bytes: Option<&[u8]>) -> Value {
+    match bytes {
+        None => Value::Null,
+        Some(b) => wire::from_payload::<Value>(b)
+            .unwrap_or_else(|_| json!({ "msgpack_bytes": b.len(), "note": "not representable as JSON" })),
+    }
+}
+
+async fn job(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let Some(j) = store::job(&state.pool, id).await? else {
+        return Err(bad(StatusCode::NOT_FOUND, format!("no job {id}")));
+    };
+    let phases: Vec<Value> = store::phases(&state.pool, id)
+        .await?
+        .into_iter()
+        .map(|p| {
+            json!({ "seq": p.seq, "attempt": p.attempt, "name": p.name, "status": p.status,
+                    "error": p.error, "finished_ms": p.finished_ms })
+        })
+        .collect();
+    let terminal = j.children_completed + j.children_failed + j.children_cancelled;
+    Ok(Json(json!({
+        "id": j.id,
+        "root_id": j.root_id,
+        "parent_id": j.parent_id,
+        "child_index": j.child_index,
+        "kind": j.kind,
+        "status": j.status,
+        "terminal": JobStatus::parse(&j.status).is_some_and(JobStatus::is_terminal),
+        "phase": j.phase,
+        "phase_seq": j.phase_seq,
+        "attempt": j.attempt,
+        "phase_status": j.phase_status,
+        "phases": phases,
+        "children": {
+            "expected": j.children_expected,
+            "total": j.children_total,
+            "completed": j.children_completed,
+            "failed": j.children_failed,
+            "cancelled": j.children_cancelled,
+            "open": j.children_total - terminal,
+        },
+        "progress": j.progress_total.map(|t| json!({
+            "done": j.progress_done, "total": t, "message": j.progress_message })),
+        "output": payload_json(j.output.as_deref()),
+        "error": j.error,
+        "warning": j.warning,
+        "created_ms": j.created_ms,
+        "updated_ms": j.updated_ms,
+        "finished_ms": j.finished_ms,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    #[serde(default)]
+    after: Option<i64>,
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    seq: Option<i32>,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+async fn children(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(bad(StatusCode::BAD_REQUEST, "limit must be between 1 and 10000"));
+    }
+    let rows = store::children(&state.pool, id, q.seq, q.after.unwrap_or(-1), limit).await?;
+    match q.format.as_deref() {
+        Some("msgpack") => {
+            let results: Vec<ChildResult> = rows
+                .into_iter()
+                .map(|r| ChildResult {
+                    id: r.id,
+                    index: r.child_index as u64,
+                    status: r.status,
+                    output: r.output.map(serde_bytes::ByteBuf::from),
+                    error: r.error,
+                })
+                .collect();
+            let body = wire::encode(&results).map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            Ok(([(header::CONTENT_TYPE, "application/msgpack")], body).into_response())
+        }
+        None | Some("json") => {
+            let items: Vec<Value> = rows
+                .into_iter()
+                .map(|r| {
+                    json!({ "id": r.id, "index": r.child_index, "kind": r.kind, "status": r.status,
+                            "output": payload_json(r.output.as_deref()), "error": r.error })
+                })
+                .collect();
+            Ok(Json(json!({ "children": items })).into_response())
+        }
+        Some(other) => Err(bad(StatusCode::BAD_REQUEST, format!("format must be json or msgpack, not {other:?}"))),
+    }
+}
+
+async fn tree(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let Some(j) = store::job(&state.pool, id).await? else {
+        return Err(bad(StatusCode::NOT_FOUND, format!("no job {id}")));
+    };
+    let counts = store::tree(&state.pool, j.root_id).await?.unwrap_or_default();
+    let total: i64 = counts.iter().sum();
+    let done = counts[4] + counts[5] + counts[6];
+    let mut by_status = serde_json::Map::new();
+    for (name, n) in STATUS_COLUMNS.iter().zip(counts) {
+        by_status.insert((*name).to_owned(), json!(n));
+    }
+    Ok(Json(json!({
+        "root_id": j.root_id,
+        "jobs": total,
+        "counts": by_status,
+        "progress": if total > 0 { done as f64 / total as f64 } else { 0.0 },
+    })))
+}
+
+async fn logs(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let rows = store::logs(&state.pool, id, q.after.unwrap_or(0), limit).await?;
+    let lines: Vec<Value> = rows
+        .into_iter()
+        .map(|l| json!({ "id": l.id, "level": l.level, "message": l.message, "at_ms": l.at_ms }))
+        .collect();
+    Ok(Json(json!({ "logs": lines })))
+}
+
+async fn stats(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let fenced = store::counter(&state.pool, "fenced_reports").await?;
+    Ok(Json(json!({ "fenced_reports": fenced })))
+}
+
+async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}

@@ -1,0 +1,114 @@
+//! The Tributary coordinator: owns Postgres, accepts submissions, publishes
+//! runnable phases, applies workers' reports and fires fan-ins.
+//!
+//! ```text
+//!   HTTP ──► api ──insert──► jobs (outbox) ──► dispatch (relay) ──► RabbitMQ tasks
+//!                                  ▲
+//!   RabbitMQ reports ──► outcome (batched applier: tokens, state machines, fan-in)
+//! ```
+//!
+//! Any number of replicas may run against one database: the relay claims
+//! rows with `FOR UPDATE SKIP LOCKED`, the applier locks the rows it moves.
+//!
+//! # Layout
+//! - [`settings`]: configuration (environment variables, CLI overrides).
+//! - [`api`]: the HTTP API.
+//! - [`store`]: all SQL.
+//! - [`dispatch`]: the relay that publishes committed dispatches.
+//! - [`outcome`]: the batched outcome applier and fan-in.
+//! - [`metrics`]: process counters on `/metrics`.
+
+pub mod api;
+pub mod dispatch;
+pub mod metrics;
+pub mod outcome;
+pub mod settings;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tributary_common::topology::{InvalidNamespace, Topology};
+
+use crate::dispatch::{Relay, RelayConfig};
+use crate::metrics::Metrics;
+use crate::outcome::{Applier, ApplierConfig};
+pub use crate::settings::Settings;
+
+/// Why the coordinator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad namespace.
+    #[error(transparent)]
+    Namespace(#[from] InvalidNamespace),
+    /// The database could not be reached or migrated.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A coordinator ready to run.
+pub struct Application {
+    listener: TcpListener,
+    settings: Settings,
+    topology: Topology,
+    pool: sqlx::PgPool,
+}
+
+impl Application {
+    /// Connects to Postgres (retrying until `cancel`), migrates, and binds
+    /// the listener.
+    pub async fn build(settings: Settings, cancel: &CancellationToken) -> Result<Self, StartError> {
+        let topology = Topology::new(&settings.namespace)?;
+        let pool = store::connect(&settings.database_url, settings.db_max_connections, cancel).await?;
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .map_err(|source| StartError::Listen { addr: settings.listen.clone(), source })?;
+        Ok(Self { listener, settings, topology, pool })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves the API and runs the relay and the applier until `cancel`
+    /// fires; then lets the applier finish its batch and returns.
+    pub async fn run_until_stopped(self, cancel: CancellationToken) -> std::io::Result<()> {
+        let metrics = Arc::new(Metrics::default());
+        let wake = Arc::new(Notify::new());
+        let applier = Applier::new(
+            self.pool.clone(),
+            ApplierConfig { max_batch: self.settings.max_batch, ..ApplierConfig::default() },
+            metrics.clone(),
+            wake.clone(),
+        );
+        let relay = Relay::new(
+            self.pool.clone(),
+            self.topology.clone(),
+            RelayConfig { batch: self.settings.relay_batch, ..RelayConfig::default() },
+            applier.clone(),
+            metrics.clone(),
+            wake.clone(),
+        );
+        let relay_task = tokio::spawn(relay.run(self.settings.amqp_url.clone(), cancel.clone()));
+        let applier_task = tokio::spawn(applier.run(self.settings.amqp_url.clone(), self.topology.clone(), cancel.clone()));
+        let app = api::router(api::ApiState { pool: self.pool.clone(), metrics, relay_wake: wake });
+        let shutdown = cancel.clone();
+        axum::serve(self.listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
+        let _ = relay_task.await;
+        let _ = applier_task.await;
+        self.pool.close().await;
+        Ok(())
+    }
+}

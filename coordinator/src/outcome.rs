@@ -1,0 +1,715 @@
+//! The outcome applier: the only code that moves jobs between statuses.
+//!
+//! ```text
+//!  reports queue ──► collect a batch (≤ max_batch deliveries, ≤ linger)
+//!                      │ one transaction:
+//!                      │  lock jobs + their parents (id order)
+//!                      │  record new spawn batches, insert their children
+//!                      │  apply every item in memory (state machines, tokens)
+//!                      │  fan-in: sealed parents whose children are all terminal
+//!                      │  write changed jobs, phase history, logs, tree counts
+//!                      ▼ commit, then ack the deliveries
+//! ```
+//!
+//! Tokens fence duplicates: an item whose (job, phase, attempt) is not the
+//! job's current one changes nothing and is counted. Acks follow the commit,
+//! so a crash in between redelivers the batch, and the replay is fenced.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
+use lapin::types::FieldTable;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tributary_common::broker;
+use tributary_common::fanin::{self, FailureAction, FanIn};
+use tributary_common::job::{ChildCounts, DEFAULT_MAX_ATTEMPTS, DispatchToken, ENTRY_PHASE};
+use tributary_common::retry::Backoff;
+use tributary_common::status::{JobEvent, JobStatus, PhaseEvent, PhaseStatus};
+use tributary_common::topology::Topology;
+use tributary_common::wire::{self, Outcome, Report, ReportItem};
+use uuid::Uuid;
+
+use crate::metrics::Metrics;
+use crate::store::{self, JobWrites, LockedJob, NewChildren, PhaseRows, StoreError, TreeDelta};
+
+/// Settings of the applier.
+#[derive(Debug, Clone)]
+pub struct ApplierConfig {
+    /// Most deliveries applied in one transaction (default 500).
+    pub max_batch: usize,
+    /// How long to wait for more deliveries once one arrived (default 2 ms).
+    pub linger: Duration,
+    /// Backoff for retried phases.
+    pub backoff: Backoff,
+}
+
+impl Default for ApplierConfig {
+    fn default() -> Self {
+        Self { max_batch: 500, linger: Duration::from_millis(2), backoff: Backoff::default() }
+    }
+}
+
+/// What one batch changed, for metrics and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Items that took effect.
+    pub applied: u64,
+    /// Items fenced off: stale or duplicate tokens, replayed batches.
+    pub fenced: u64,
+    /// Phases queued for dispatch (new phases, retries, fan-ins).
+    pub queued: u64,
+    /// Fan-ins that fired.
+    pub fan_ins: u64,
+    /// Children created.
+    pub children: u64,
+}
+
+/// Applies report items to Postgres.
+#[derive(Clone)]
+pub struct Applier {
+    pool: PgPool,
+    config: ApplierConfig,
+    metrics: Arc<Metrics>,
+    relay_wake: Arc<Notify>,
+}
+
+impl Applier {
+    /// An applier writing to `pool` and waking the relay when it queues work.
+    pub fn new(pool: PgPool, config: ApplierConfig, metrics: Arc<Metrics>, relay_wake: Arc<Notify>) -> Self {
+        Self { pool, config, metrics, relay_wake }
+    }
+
+    /// Applies `items` in one transaction, running it again on a deadlock.
+    pub async fn apply(&self, items: &[ReportItem]) -> Result<Applied, StoreError> {
+        let mut tries = 0;
+        loop {
+            match self.try_apply(items).await {
+                Err(e) if e.is_retryable() && tries < 5 => {
+                    tries += 1;
+                    tracing::debug!("batch hit {e}; running it again");
+                }
+                Ok(applied) => {
+                    self.metrics.record_applied(&applied);
+                    if applied.queued > 0 {
+                        self.relay_wake.notify_one();
+                    }
+                    return Ok(applied);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn try_apply(&self, items: &[ReportItem]) -> Result<Applied, StoreError> {
+        let mut ids: Vec<Uuid> = items.iter().map(|i| i.token().job_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut tx = self.pool.begin().await?;
+        let rows = store::lock_jobs_and_parents(&mut tx, &ids).await?;
+        let mut plan = Plan::new(rows, self.config.backoff);
+
+        // Spawn batches first: only new ones create children and count.
+        let mut batches = Vec::new();
+        for item in items {
+            if let ReportItem::Spawned { token, batch, children, .. } = item
+                && plan.accepts_spawn(token)
+            {
+                batches.push((token.job_id, token.seq as i32, *batch as i32, children.len() as i32));
+            }
+        }
+        let new_batches = store::insert_spawn_batches(&mut tx, &batches).await?;
+        let mut children = NewChildren::default();
+        let mut seen = HashSet::new();
+        for item in items {
+            let ReportItem::Spawned { token, batch, first_index, children: specs } = item else { continue };
+            let key = (token.job_id, token.seq as i32, *batch as i32);
+            if !new_batches.contains(&key) || !seen.insert(key) {
+                continue;
+            }
+            let Some(parent) = plan.jobs.get(&token.job_id) else { continue };
+            for (i, spec) in specs.iter().enumerate() {
+                let options = spec.options.clone().unwrap_or_default();
+                children.id.push(Uuid::now_v7());
+                children.root_id.push(parent.row.root_id);
+                children.parent_id.push(token.job_id);
+                children.parent_seq.push(token.seq as i32);
+                children.child_index.push((*first_index + i as u64) as i64);
+                children.kind.push(spec.kind.clone());
+                children.input.push(spec.input.to_vec());
+                children.phase.push(options.phase.unwrap_or_else(|| ENTRY_PHASE.to_owned()));
+                children.max_attempts.push(options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS) as i32);
+                children.max_child_failures.push(options.max_child_failures.map(|m| m as i32));
+                children.failure_action.push(action_name(options.failure_action.unwrap_or_default()).to_owned());
+            }
+            plan.tree_delta(parent.row.root_id, JobStatus::Pending, specs.len() as i64);
+        }
+        plan.applied.children = children.id.len() as u64;
+        store::insert_children(&mut tx, children).await?;
+
+        let mut counted = HashSet::new();
+        for item in items {
+            plan.apply(item, &new_batches, &mut counted);
+        }
+        plan.settle_fan_ins();
+        // A parent that ended by its fan-in rule may have a parent of its own
+        // that is not locked yet: lock it and settle again.
+        loop {
+            let missing: Vec<Uuid> = plan.missing_parents();
+            if missing.is_empty() {
+                break;
+            }
+            for row in store::lock_jobs(&mut tx, &missing).await? {
+                plan.insert(row);
+            }
+            plan.flush_parent_deltas();
+            plan.settle_fan_ins();
+        }
+
+        let applied = plan.applied;
+        let (writes, phases, logs, deltas) = plan.into_writes();
+        store::write_jobs(&mut tx, writes).await?;
+        store::insert_phases(&mut tx, phases).await?;
+        store::insert_logs(&mut tx, &logs).await?;
+        store::add_tree_deltas(&mut tx, &deltas).await?;
+        store::add_counter(&mut tx, "fenced_reports", applied.fenced as i64).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    /// Consumes the reports queue until `cancel` fires, applying batches.
+    /// Reconnects (with backoff) when the broker goes away.
+    pub async fn run(self, amqp_url: String, topology: Topology, cancel: CancellationToken) {
+        while !cancel.is_cancelled() {
+            match self.consume(&amqp_url, &topology, &cancel).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!("outcome applier lost RabbitMQ: {e}; reconnecting");
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn consume(&self, amqp_url: &str, topology: &Topology, cancel: &CancellationToken) -> Result<(), broker::BrokerError> {
+        let conn = broker::connect(amqp_url, "tributary-coordinator-applier", cancel).await?;
+        let channel = conn.create_channel().await?;
+        broker::declare_base(&channel, topology).await?;
+        let prefetch = u16::try_from(self.config.max_batch * 2).unwrap_or(u16::MAX);
+        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        let mut consumer = channel
+            .basic_consume(
+                topology.reports_queue().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(queue = %topology.reports_queue(), "applying outcomes");
+        loop {
+            let first = tokio::select! {
+                _ = cancel.cancelled() => break,
+                d = consumer.next() => d,
+            };
+            let Some(first) = first else { return Err(broker::BrokerError::Cancelled) };
+            let mut deliveries = vec![first?];
+            let deadline = tokio::time::sleep(self.config.linger);
+            tokio::pin!(deadline);
+            while deliveries.len() < self.config.max_batch {
+                tokio::select! {
+                    _ = &mut deadline => break,
+                    d = consumer.next() => match d {
+                        Some(d) => deliveries.push(d?),
+                        None => break,
+                    },
+                }
+            }
+            let mut items = Vec::new();
+            let mut good = Vec::with_capacity(deliveries.len());
+            for delivery in deliveries {
+                match wire::decode::<Report>(&delivery.data) {
+                    Ok(report) => {
+                        items.extend(report.items);
+                        good.push(delivery);
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            "dead-lettering a report that cannot be read ({} bytes): {e}",
+                            delivery.data.len()
+                        );
+                        self.metrics.dead_lettered();
+                        delivery.reject(BasicRejectOptions { requeue: false }).await?;
+                    }
+                }
+            }
+            // Keep the deliveries (unacked) and retry until the database
+            // answers: requeueing would burn the queue's delivery limit.
+            let mut delay = Duration::from_millis(100);
+            loop {
+                match self.apply(&items).await {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!("cannot apply a batch of {} report items: {e}; retrying in {delay:?}", items.len());
+                        tokio::select! {
+                            _ = cancel.cancelled() => return Ok(()),
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            if let Some(last) = good.last() {
+                last.acker.ack(BasicAckOptions { multiple: true }).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn action_name(action: FailureAction) -> &'static str {
+    match action {
+        FailureAction::Continue => "continue",
+        FailureAction::StopAll => "stop_all",
+        FailureAction::MarkWarning => "mark_warning",
+    }
+}
+
+fn parse_action(s: &str) -> FailureAction {
+    match s {
+        "stop_all" => FailureAction::StopAll,
+        "mark_warning" => FailureAction::MarkWarning,
+        _ => FailureAction::Continue,
+    }
+}
+
+/// One locked job and what the batch does to it.
+struct JobPlan {
+    row: LockedJob,
+    status: JobStatus,
+    phase_status: PhaseStatus,
+    dirty: bool,
+    started: bool,
+    finished: bool,
+    state: Option<Option<Vec<u8>>>,
+    output: Option<Option<Vec<u8>>>,
+    error: Option<String>,
+    warning: Option<String>,
+    delay_ms: Option<i64>,
+    progress: Option<(i64, i64, String)>,
+}
+
+impl JobPlan {
+    fn new(row: LockedJob) -> Self {
+        // Stored statuses are written only by this module; an unknown one
+        // means a newer coordinator wrote it, and the job is left alone.
+        let status = JobStatus::parse(&row.status).unwrap_or(JobStatus::Cancelled);
+        let phase_status = PhaseStatus::parse(&row.phase_status).unwrap_or(PhaseStatus::Skipped);
+        Self {
+            row,
+            status,
+            phase_status,
+            dirty: false,
+            started: false,
+            finished: false,
+            state: None,
+            output: None,
+            error: None,
+            warning: None,
+            delay_ms: None,
+            progress: None,
+        }
+    }
+
+    /// Whether `token` names the execution this job is waiting on.
+    fn is_current(&self, token: &DispatchToken) -> bool {
+        self.row.phase_seq == token.seq as i32
+            && self.row.attempt == token.attempt as i32
+            && matches!(self.status, JobStatus::Pending | JobStatus::Running)
+            && matches!(self.phase_status, PhaseStatus::NotStarted | PhaseStatus::Running)
+    }
+
+    fn counts(&self) -> ChildCounts {
+        ChildCounts {
+            total: self.row.children_total as u64,
+            completed: self.row.children_completed as u64,
+            failed: self.row.children_failed as u64,
+            cancelled: self.row.children_cancelled as u64,
+        }
+    }
+
+    fn queue_phase(&mut self, phase: String, delay_ms: i64) {
+        self.row.phase_seq += 1;
+        self.row.attempt = 1;
+        self.row.phase = phase;
+        self.phase_status = PhaseStatus::NotStarted;
+        self.state = Some(None);
+        self.progress = Some((0, 0, String::new()));
+        self.row.dispatch_pending = true;
+        self.delay_ms = Some(delay_ms);
+        self.dirty = true;
+    }
+
+    fn open_fanout(&mut self, seq: i32) {
+        if self.row.fanout_seq != Some(seq) {
+            self.row.fanout_seq = Some(seq);
+            self.row.children_expected = None;
+            self.row.children_total = 0;
+            self.row.children_completed = 0;
+            self.row.children_failed = 0;
+            self.row.children_cancelled = 0;
+            self.dirty = true;
+        }
+    }
+}
+
+/// The in-memory plan of one batch.
+struct Plan {
+    jobs: HashMap<Uuid, JobPlan>,
+    backoff: Backoff,
+    applied: Applied,
+    phases: PhaseRows,
+    logs: Vec<(Uuid, String, String)>,
+    tree: HashMap<Uuid, TreeDelta>,
+    /// Parents whose fan-in must be re-evaluated.
+    fan_in_check: Vec<Uuid>,
+    /// Child endings for parents not locked yet: (completed, failed, cancelled).
+    parent_deltas: HashMap<Uuid, [i64; 3]>,
+}
+
+impl Plan {
+    fn new(rows: Vec<LockedJob>, backoff: Backoff) -> Self {
+        let mut plan = Self {
+            jobs: HashMap::with_capacity(rows.len()),
+            backoff,
+            applied: Applied::default(),
+            phases: PhaseRows::default(),
+            logs: Vec::new(),
+            tree: HashMap::new(),
+            fan_in_check: Vec::new(),
+            parent_deltas: HashMap::new(),
+        };
+        for row in rows {
+            plan.insert(row);
+        }
+        plan
+    }
+
+    fn insert(&mut self, row: LockedJob) {
+        self.jobs.entry(row.id).or_insert_with(|| JobPlan::new(row));
+    }
+
+    fn accepts_spawn(&self, token: &DispatchToken) -> bool {
+        // Any attempt of the current phase may spawn: batches are keyed by
+        // phase and number, so a re-executed phase re-sends the same ones.
+        self.jobs.get(&token.job_id).is_some_and(|j| {
+            j.row.phase_seq == token.seq as i32
+                && matches!(j.status, JobStatus::Pending | JobStatus::Running | JobStatus::Waiting)
+        })
+    }
+
+    fn tree_delta(&mut self, root: Uuid, status: JobStatus, by: i64) {
+        let i = match status {
+            JobStatus::Pending => 0,
+            JobStatus::Running => 1,
+            JobStatus::Waiting => 2,
+            JobStatus::Paused => 3,
+            JobStatus::Completed => 4,
+            JobStatus::Failed => 5,
+            JobStatus::Cancelled => 6,
+        };
+        self.tree.entry(root).or_default()[i] += by;
+    }
+
+    /// Moves a job and its current phase by one event each; an illegal move
+    /// changes nothing and is logged (it means a bug, not bad input).
+    fn step(&mut self, id: Uuid, job_event: JobEvent, phase_event: Option<PhaseEvent>) -> bool {
+        let Some(job) = self.jobs.get_mut(&id) else { return false };
+        let next_phase = match phase_event.map(|e| job.phase_status.apply(e)).transpose() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(job = %id, "refusing phase move: {e}");
+                return false;
+            }
+        };
+        let next = match job.status.apply(job_event) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(job = %id, "refusing job move: {e}");
+                return false;
+            }
+        };
+        let (old, root) = (job.status, job.row.root_id);
+        job.status = next;
+        if let Some(p) = next_phase {
+            job.phase_status = p;
+        }
+        job.dirty = true;
+        if next.is_terminal() {
+            job.finished = true;
+            job.row.dispatch_pending = false;
+        }
+        if old != next {
+            self.tree_delta(root, old, -1);
+            self.tree_delta(root, next, 1);
+        }
+        true
+    }
+
+    fn record_phase(&mut self, id: Uuid, status: PhaseStatus, error: Option<String>) {
+        let Some(job) = self.jobs.get(&id) else { return };
+        self.phases.job_id.push(id);
+        self.phases.seq.push(job.row.phase_seq);
+        self.phases.attempt.push(job.row.attempt);
+        self.phases.name.push(job.row.phase.clone());
+        self.phases.status.push(status.as_str().to_owned());
+        self.phases.error.push(error);
+    }
+
+    fn apply(&mut self, item: &ReportItem, new_batches: &HashSet<(Uuid, i32, i32)>, counted: &mut HashSet<(Uuid, i32, i32)>) {
+        let token = *item.token();
+        let Some(job) = self.jobs.get_mut(&token.job_id) else {
+            tracing::warn!(%token, "report for an unknown job ignored");
+            self.applied.fenced += 1;
+            return;
+        };
+        match item {
+            ReportItem::Started { phase, .. } => {
+                if !job.is_current(&token) || job.phase_status != PhaseStatus::NotStarted {
+                    self.applied.fenced += 1;
+                    return;
+                }
+                job.row.phase = phase.clone();
+                job.started = true;
+                self.step(token.job_id, JobEvent::Start, Some(PhaseEvent::Start));
+            }
+            ReportItem::Spawned { batch, children, .. } => {
+                let key = (token.job_id, token.seq as i32, *batch as i32);
+                if !new_batches.contains(&key) || !counted.insert(key) {
+                    self.applied.fenced += 1;
+                    return;
+                }
+                job.open_fanout(token.seq as i32);
+                job.row.children_total += children.len() as i64;
+                job.dirty = true;
+                self.fan_in_check.push(token.job_id);
+            }
+            ReportItem::Checkpoint { state, .. } => {
+                if !job.is_current(&token) {
+                    self.applied.fenced += 1;
+                    return;
+                }
+                job.state = Some(Some(state.to_vec()));
+                job.dirty = true;
+            }
+            ReportItem::Progress { done, total, message, .. } => {
+                if !job.is_current(&token) {
+                    self.applied.fenced += 1;
+                    return;
+                }
+                job.progress = Some((*done as i64, *total as i64, message.clone()));
+                job.dirty = true;
+            }
+            ReportItem::Log { level, message, .. } => {
+                self.logs.push((token.job_id, level.clone(), message.clone()));
+            }
+            ReportItem::Finished { outcome, .. } => {
+                if !job.is_current(&token) {
+                    self.applied.fenced += 1;
+                    return;
+                }
+                self.finish(token, outcome);
+            }
+        }
+        self.applied.applied += 1;
+    }
+
+    fn finish(&mut self, token: DispatchToken, outcome: &Outcome) {
+        let id = token.job_id;
+        match outcome {
+            Outcome::Complete { output } => {
+                if self.step(id, JobEvent::Complete, Some(PhaseEvent::Complete)) {
+                    self.record_phase(id, PhaseStatus::Completed, None);
+                    if let Some(job) = self.jobs.get_mut(&id) {
+                        job.output = Some(Some(output.to_vec()));
+                    }
+                    self.child_ended(id, JobStatus::Completed);
+                }
+            }
+            Outcome::Next { phase } => {
+                if self.step(id, JobEvent::Next, Some(PhaseEvent::Complete)) {
+                    self.record_phase(id, PhaseStatus::Completed, None);
+                    if let Some(job) = self.jobs.get_mut(&id) {
+                        job.queue_phase(phase.clone(), 0);
+                        self.applied.queued += 1;
+                    }
+                }
+            }
+            Outcome::Wait { then, children } => {
+                if self.step(id, JobEvent::Seal, Some(PhaseEvent::Complete)) {
+                    self.record_phase(id, PhaseStatus::Completed, None);
+                    if let Some(job) = self.jobs.get_mut(&id) {
+                        job.open_fanout(token.seq as i32);
+                        job.row.children_expected = Some(*children as i64);
+                        job.row.resume_phase = Some(then.clone());
+                        self.fan_in_check.push(id);
+                    }
+                }
+            }
+            Outcome::Fail { error, retryable } => {
+                let Some(job) = self.jobs.get(&id) else { return };
+                if *retryable && job.row.attempt < job.row.max_attempts {
+                    let retry = job.row.attempt as u32;
+                    if self.step(id, JobEvent::Retry, Some(PhaseEvent::Retry)) {
+                        self.record_phase(id, PhaseStatus::Failed, Some(error.clone()));
+                        let delay = self.backoff.delay(retry).as_millis() as i64;
+                        if let Some(job) = self.jobs.get_mut(&id) {
+                            job.row.attempt += 1;
+                            job.row.dispatch_pending = true;
+                            job.delay_ms = Some(delay);
+                            self.applied.queued += 1;
+                        }
+                    }
+                } else if self.step(id, JobEvent::Fail, Some(PhaseEvent::Fail)) {
+                    self.record_phase(id, PhaseStatus::Failed, Some(error.clone()));
+                    if let Some(job) = self.jobs.get_mut(&id) {
+                        job.error = Some(error.clone());
+                    }
+                    self.child_ended(id, JobStatus::Failed);
+                }
+            }
+        }
+    }
+
+    /// Counts a job's ending into its parent.
+    fn child_ended(&mut self, id: Uuid, status: JobStatus) {
+        let Some(parent_id) = self.jobs.get(&id).and_then(|j| j.row.parent_id) else { return };
+        let slot = match status {
+            JobStatus::Completed => 0,
+            JobStatus::Failed => 1,
+            _ => 2,
+        };
+        self.parent_deltas.entry(parent_id).or_default()[slot] += 1;
+        self.flush_parent_deltas();
+    }
+
+    /// Applies child endings to parents that are locked.
+    fn flush_parent_deltas(&mut self) {
+        let ready: Vec<Uuid> = self.parent_deltas.keys().filter(|p| self.jobs.contains_key(p)).copied().collect();
+        for parent_id in ready {
+            let Some([c, f, x]) = self.parent_deltas.remove(&parent_id) else { continue };
+            if let Some(parent) = self.jobs.get_mut(&parent_id) {
+                parent.row.children_completed += c;
+                parent.row.children_failed += f;
+                parent.row.children_cancelled += x;
+                parent.dirty = true;
+                self.fan_in_check.push(parent_id);
+            }
+        }
+    }
+
+    fn missing_parents(&self) -> Vec<Uuid> {
+        let mut ids: Vec<Uuid> = self.parent_deltas.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Runs the fan-in rule on every parent whose counts or seal changed.
+    /// Under the row lock, `waiting` → `running` happens once: the fan-in
+    /// fires exactly once.
+    fn settle_fan_ins(&mut self) {
+        while let Some(id) = self.fan_in_check.pop() {
+            let Some(job) = self.jobs.get(&id) else { continue };
+            if !matches!(job.status, JobStatus::Running | JobStatus::Waiting) {
+                continue;
+            }
+            let expected = if job.status == JobStatus::Waiting { job.row.children_expected.map(|e| e as u64) } else { None };
+            let counts = job.counts();
+            let max = job.row.max_child_failures.map(|m| m as u32);
+            let action = parse_action(&job.row.failure_action);
+            match fanin::decide(expected, &counts, max, action) {
+                FanIn::Wait => {}
+                FanIn::Resume => {
+                    let then = job.row.resume_phase.clone().unwrap_or_else(|| ENTRY_PHASE.to_owned());
+                    if self.step(id, JobEvent::FanIn, None) {
+                        if let Some(job) = self.jobs.get_mut(&id) {
+                            job.queue_phase(then, 0);
+                        }
+                        self.applied.fan_ins += 1;
+                        self.applied.queued += 1;
+                    }
+                }
+                FanIn::Fail => {
+                    let phase_event = (job.phase_status != PhaseStatus::Completed).then_some(PhaseEvent::Fail);
+                    let error = format!(
+                        "{} children failed, more than max_child_failures = {}",
+                        counts.failed,
+                        max.unwrap_or_default()
+                    );
+                    if self.step(id, JobEvent::Fail, phase_event) {
+                        if let Some(job) = self.jobs.get_mut(&id) {
+                            job.error = Some(error);
+                        }
+                        self.child_ended(id, JobStatus::Failed);
+                    }
+                }
+                FanIn::CompleteWithWarning => {
+                    let warning = format!(
+                        "{} children failed, more than max_child_failures = {}; phase {:?} skipped",
+                        counts.failed,
+                        max.unwrap_or_default(),
+                        job.row.resume_phase.as_deref().unwrap_or_default()
+                    );
+                    if self.step(id, JobEvent::Complete, None) {
+                        if let Some(job) = self.jobs.get_mut(&id) {
+                            job.warning = Some(warning);
+                        }
+                        self.child_ended(id, JobStatus::Completed);
+                    }
+                }
+            }
+        }
+    }
+
+    fn into_writes(self) -> (JobWrites, PhaseRows, Vec<(Uuid, String, String)>, Vec<(Uuid, TreeDelta)>) {
+        let mut w = JobWrites::default();
+        for job in self.jobs.into_values().filter(|j| j.dirty) {
+            w.id.push(job.row.id);
+            w.status.push(job.status.as_str().to_owned());
+            w.phase.push(job.row.phase);
+            w.phase_seq.push(job.row.phase_seq);
+            w.attempt.push(job.row.attempt);
+            w.phase_status.push(job.phase_status.as_str().to_owned());
+            w.started.push(job.started);
+            w.set_state.push(job.state.is_some());
+            w.state.push(job.state.flatten());
+            w.set_output.push(job.output.is_some());
+            w.output.push(job.output.flatten());
+            w.error.push(job.error);
+            w.warning.push(job.warning);
+            w.dispatch_pending.push(job.row.dispatch_pending);
+            w.delay_ms.push(job.delay_ms);
+            w.fanout_seq.push(job.row.fanout_seq);
+            w.resume_phase.push(job.row.resume_phase);
+            w.children_expected.push(job.row.children_expected);
+            w.children_total.push(job.row.children_total);
+            w.children_completed.push(job.row.children_completed);
+            w.children_failed.push(job.row.children_failed);
+            w.children_cancelled.push(job.row.children_cancelled);
+            w.set_progress.push(job.progress.is_some());
+            let (d, t, m) = job.progress.map(|(d, t, m)| (Some(d), Some(t), Some(m))).unwrap_or_default();
+            w.progress_done.push(d);
+            w.progress_total.push(t);
+            w.progress_message.push(m);
+            w.finished.push(job.finished);
+        }
+        let deltas = self.tree.into_iter().filter(|(_, d)| d.iter().any(|v| *v != 0)).collect();
+        (w, self.phases, self.logs, deltas)
+    }
+}
