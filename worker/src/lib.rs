@@ -1,1 +1,31 @@
-//! placeholder
+//! The Tributary worker SDK and runtime.
+//!
+//! A job kind is a type implementing [`Job`]: a stable `KIND` name, typed
+//! `Input` and `Output`, and a handler that runs one named phase and returns
+//! a [`Step`]: complete, go to another phase, or spawn children and resume
+//! at a phase once they are all terminal. Register kinds in a [`Registry`]
+//! and run a [`Worker`]; it needs only the broker (and the coordinator's
+//! HTTP API to page through children results), never database credentials.
+//!
+//! # Layout
+//! - [`job`]: the [`Job`] trait, [`Step`], [`Child`] and [`PhaseError`].
+//! - [`context`]: [`Context`], what a phase sees (checkpoint, spawn,
+//!   progress, logs, children results).
+//! - [`registry`]: kinds by name.
+//! - [`worker`]: the runtime (consume, execute, report, ack; graceful stop).
+//! - [`reporter`]: coalesces report items into confirmed messages.
+//! - [`kinds`]: the built-in demo and bench kinds the binary serves.
+//! - [`settings`]: the binary's configuration.
+
+pub mod context;
+pub mod job;
+pub mod kinds;
+pub mod registry;
+pub mod reporter;
+pub mod settings;
+pub mod worker;
+
+pub use context::{ChildOutcome, ChildResults, Context};
+pub use job::{Child, Job, PhaseError, Step};
+pub use registry::Registry;
+pub use worker::{Worker, WorkerSettings};

@@ -1,0 +1,231 @@
+//! What a phase sees: its job, its checkpoint, and ways to spawn children,
+//! report progress and logs, and read its children's results.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use tokio_util::sync::CancellationToken;
+use tributary_common::job::{ChildCounts, DispatchToken, JobId};
+use tributary_common::wire::{self, ChildResult, ReportItem, Task};
+
+use crate::job::{Child, PhaseError};
+use crate::reporter::Reporter;
+
+/// Children per spawn message; larger `spawn` calls are split.
+const SPAWN_CHUNK: usize = 2000;
+/// Children per page when reading results.
+const RESULTS_PAGE: usize = 5000;
+
+/// The checkpoint as stored: the user's state plus the spawn position, so
+/// a resumed phase numbers its next spawn batch where the last one stopped.
+#[derive(Serialize, Deserialize)]
+struct Checkpoint {
+    batch: u32,
+    spawned: u64,
+    user: Option<ByteBuf>,
+}
+
+/// The context of one phase execution.
+pub struct Context {
+    task: Task,
+    reporter: Reporter,
+    http: reqwest::Client,
+    coordinator_url: String,
+    cancel: CancellationToken,
+    next_batch: u32,
+    spawned: u64,
+    user_state: Option<ByteBuf>,
+}
+
+impl Context {
+    pub(crate) fn new(
+        task: Task,
+        reporter: Reporter,
+        http: reqwest::Client,
+        coordinator_url: String,
+        cancel: CancellationToken,
+    ) -> Self {
+        let restored = task.state.as_ref().and_then(|s| wire::from_payload::<Checkpoint>(s).ok());
+        let (next_batch, spawned, user_state) = match restored {
+            Some(c) => (c.batch, c.spawned, c.user),
+            None => (0, 0, None),
+        };
+        Self { task, reporter, http, coordinator_url, cancel, next_batch, spawned, user_state }
+    }
+
+    /// The job.
+    pub fn job_id(&self) -> JobId {
+        self.task.token.job_id
+    }
+
+    /// The root of the job's tree.
+    pub fn root_id(&self) -> JobId {
+        self.task.root_id
+    }
+
+    /// The parent, for a child job.
+    pub fn parent_id(&self) -> Option<JobId> {
+        self.task.parent_id
+    }
+
+    /// The execution: job, phase number, attempt.
+    pub fn token(&self) -> DispatchToken {
+        self.task.token
+    }
+
+    /// Which execution of this phase this is (1 for the first).
+    pub fn attempt(&self) -> u32 {
+        self.task.token.attempt
+    }
+
+    /// The last checkpoint saved by an earlier execution of this phase.
+    pub fn state<S: DeserializeOwned>(&self) -> Result<Option<S>, PhaseError> {
+        self.user_state
+            .as_ref()
+            .map(|s| wire::from_payload(s).map_err(|e| PhaseError::permanent(format!("checkpoint: {e}"))))
+            .transpose()
+    }
+
+    /// Saves progress; returns once the coordinator's queue holds it. A
+    /// retried or redelivered execution of this phase starts from it.
+    pub async fn checkpoint<S: Serialize>(&mut self, state: &S) -> Result<(), PhaseError> {
+        let user = wire::to_payload(state).map_err(|e| PhaseError::permanent(format!("checkpoint: {e}")))?;
+        self.user_state = Some(user.clone());
+        self.save_position().await
+    }
+
+    async fn save_position(&mut self) -> Result<(), PhaseError> {
+        let checkpoint = Checkpoint { batch: self.next_batch, spawned: self.spawned, user: self.user_state.clone() };
+        let state = wire::to_payload(&checkpoint).map_err(|e| PhaseError::permanent(format!("checkpoint: {e}")))?;
+        self.reporter
+            .send_confirmed(ReportItem::Checkpoint { token: self.task.token, state })
+            .await
+            .map_err(|e| PhaseError::retryable(e.to_string()))
+    }
+
+    /// Spawns children now; returns once the coordinator's queue holds them.
+    /// Call it any number of times, then return [`crate::Step::Wait`]: the
+    /// fan-in is sealed only when the phase ends. Batches are numbered, so a
+    /// re-executed phase that spawns the same batches creates no duplicates;
+    /// one that resumes from a checkpoint continues the numbering.
+    pub async fn spawn(&mut self, children: Vec<Child>) -> Result<(), PhaseError> {
+        let mut children = children.into_iter().map(|c| c.spec).peekable();
+        while children.peek().is_some() {
+            let chunk: Vec<_> = children.by_ref().take(SPAWN_CHUNK).collect();
+            let n = chunk.len() as u64;
+            let item = ReportItem::Spawned { token: self.task.token, batch: self.next_batch, first_index: self.spawned, children: chunk };
+            self.reporter.send_confirmed(item).await.map_err(|e| PhaseError::retryable(e.to_string()))?;
+            self.next_batch += 1;
+            self.spawned += n;
+        }
+        Ok(())
+    }
+
+    /// Children spawned by this phase so far.
+    pub fn spawned(&self) -> u64 {
+        self.spawned
+    }
+
+    /// Reports progress (shown by the status API and `tributary watch`).
+    pub fn progress(&self, done: u64, total: u64, message: impl Into<String>) {
+        self.reporter.send(ReportItem::Progress { token: self.task.token, done, total, message: message.into() });
+    }
+
+    /// Appends a line to the job's log.
+    pub fn log(&self, level: &str, message: impl Into<String>) {
+        self.reporter.send(ReportItem::Log { token: self.task.token, level: level.to_owned(), message: message.into() });
+    }
+
+    /// Whether the worker is shutting down: a long phase should checkpoint
+    /// and return an error so another worker resumes it.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// In the phase after a fan-in: how the children ended.
+    pub fn children_counts(&self) -> Option<ChildCounts> {
+        self.task.children
+    }
+
+    /// In the phase after a fan-in: the children's results, in spawn order,
+    /// a page at a time (read through the coordinator's API).
+    pub fn children<T: DeserializeOwned>(&self) -> ChildResults<'_, T> {
+        ChildResults { ctx: self, after: -1, done: self.task.fanout_seq.is_none(), _t: std::marker::PhantomData }
+    }
+
+    pub(crate) fn into_spawned(self) -> u64 {
+        self.spawned
+    }
+}
+
+/// One child's ending.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildOutcome<T> {
+    /// The child.
+    pub id: JobId,
+    /// Its spawn index.
+    pub index: u64,
+    /// Its output, or its error (`"cancelled"` for a cancelled child).
+    pub result: Result<T, String>,
+}
+
+/// Pages through a parent's children results.
+pub struct ChildResults<'a, T> {
+    ctx: &'a Context,
+    after: i64,
+    done: bool,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T: DeserializeOwned> ChildResults<'_, T> {
+    /// The next page, or `None` after the last.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<ChildOutcome<T>>>, PhaseError> {
+        if self.done {
+            return Ok(None);
+        }
+        let seq = self.ctx.task.fanout_seq.unwrap_or_default();
+        let url = format!(
+            "{}/v1/jobs/{}/children?seq={seq}&after={}&limit={RESULTS_PAGE}&format=msgpack",
+            self.ctx.coordinator_url.trim_end_matches('/'),
+            self.ctx.task.token.job_id,
+            self.after
+        );
+        let response = self.ctx.http.get(&url).send().await?;
+        if !response.status().is_success() {
+            return Err(PhaseError::retryable(format!("reading children results: {} from {url}", response.status())));
+        }
+        let bytes = response.bytes().await?;
+        let page: Vec<ChildResult> =
+            wire::decode(&bytes).map_err(|e| PhaseError::retryable(format!("children results: {e}")))?;
+        if page.len() < RESULTS_PAGE {
+            self.done = true;
+        }
+        if let Some(last) = page.last() {
+            self.after = last.index as i64;
+        }
+        if page.is_empty() {
+            return Ok(None);
+        }
+        page.into_iter()
+            .map(|c| {
+                let result = match (c.status.as_str(), c.output) {
+                    ("completed", Some(out)) => Ok(wire::from_payload::<T>(&out)
+                        .map_err(|e| PhaseError::permanent(format!("child {} output: {e}", c.id)))?),
+                    ("cancelled", _) => Err("cancelled".to_owned()),
+                    (status, _) => Err(c.error.unwrap_or_else(|| status.to_owned())),
+                };
+                Ok(ChildOutcome { id: c.id, index: c.index, result })
+            })
+            .collect::<Result<Vec<_>, PhaseError>>()
+            .map(Some)
+    }
+
+    /// Every remaining result (for fan-outs small enough to hold at once).
+    pub async fn collect(mut self) -> Result<Vec<ChildOutcome<T>>, PhaseError> {
+        let mut all = Vec::new();
+        while let Some(page) = self.next_page().await? {
+            all.extend(page);
+        }
+        Ok(all)
+    }
+}

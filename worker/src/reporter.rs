@@ -1,0 +1,128 @@
+//! The reporter: one task that publishes every report item, coalescing
+//! whatever is queued into one message, with a publisher confirm per message.
+//!
+//! ```text
+//!  phases ──(item, confirm?)──► channel ──► [drain ≤ MAX_ITEMS] ──► Report ──► {ns}.reports
+//!                                                   confirm ──► wake the waiters
+//! ```
+//!
+//! Items from one phase stay in order, and a phase's outcome is confirmed
+//! only after everything it reported before it.
+
+use std::time::Duration;
+
+use lapin::Channel;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tributary_common::broker;
+use tributary_common::topology::Topology;
+use tributary_common::wire::{self, Report, ReportItem};
+
+/// Most items in one message.
+const MAX_ITEMS: usize = 1000;
+/// Soft cap on one message's encoded children (each Spawned batch counts
+/// by its size), well under the wire limit.
+const MAX_CHILDREN: usize = 20_000;
+
+/// Why a report could not be delivered.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("report not delivered: {0}")]
+pub struct ReportError(pub String);
+
+type Waiter = oneshot::Sender<Result<(), ReportError>>;
+
+/// A handle for queueing report items; cheap to clone.
+#[derive(Clone)]
+pub struct Reporter {
+    tx: mpsc::UnboundedSender<(ReportItem, Option<Waiter>)>,
+    duplicate: bool,
+}
+
+impl Reporter {
+    /// Queues an item without waiting.
+    pub fn send(&self, item: ReportItem) {
+        let _ = self.tx.send((item, None));
+    }
+
+    /// Queues an item and waits until the broker confirmed it.
+    pub async fn send_confirmed(&self, item: ReportItem) -> Result<(), ReportError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send((item, Some(tx))).map_err(|_| ReportError("the reporter has stopped".into()))?;
+        rx.await.map_err(|_| ReportError("the reporter has stopped".into()))?
+    }
+
+    /// Whether every report is published twice (fault injection).
+    pub fn duplicates(&self) -> bool {
+        self.duplicate
+    }
+}
+
+/// Starts the reporter on `channel` (confirms on). It runs until every
+/// [`Reporter`] is dropped or `cancel` fires; then unpublished items fail
+/// their waiters. When `duplicate` is set, every message is published twice
+/// (a fault-injection switch for tests of exactly-once effect).
+pub fn start(channel: Channel, topology: Topology, duplicate: bool, cancel: CancellationToken) -> Reporter {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(ReportItem, Option<Waiter>)>();
+    tokio::spawn(async move {
+        let queue = topology.reports_queue();
+        loop {
+            let first = tokio::select! {
+                _ = cancel.cancelled() => break,
+                item = rx.recv() => item,
+            };
+            let Some(first) = first else { break };
+            let mut items = Vec::with_capacity(64);
+            let mut waiters = Vec::new();
+            let mut children = 0usize;
+            push(first, &mut items, &mut waiters, &mut children);
+            while items.len() < MAX_ITEMS && children < MAX_CHILDREN {
+                match rx.try_recv() {
+                    Ok(next) => push(next, &mut items, &mut waiters, &mut children),
+                    Err(_) => break,
+                }
+            }
+            let result = publish(&channel, &queue, Report { items }, duplicate).await;
+            if let Err(e) = &result {
+                tracing::warn!("{e}");
+            }
+            for w in waiters {
+                let _ = w.send(result.clone());
+            }
+            if result.is_err() {
+                // The channel is gone; the worker rebuilds its connections.
+                break;
+            }
+        }
+        // Fail whatever is still queued so no phase waits forever.
+        rx.close();
+        while let Ok((_, waiter)) = rx.try_recv() {
+            if let Some(w) = waiter {
+                let _ = w.send(Err(ReportError("the reporter has stopped".into())));
+            }
+        }
+    });
+    Reporter { tx, duplicate }
+}
+
+fn push(entry: (ReportItem, Option<Waiter>), items: &mut Vec<ReportItem>, waiters: &mut Vec<Waiter>, children: &mut usize) {
+    if let ReportItem::Spawned { children: c, .. } = &entry.0 {
+        *children += c.len();
+    }
+    items.push(entry.0);
+    if let Some(w) = entry.1 {
+        waiters.push(w);
+    }
+}
+
+async fn publish(channel: &Channel, queue: &str, report: Report, duplicate: bool) -> Result<(), ReportError> {
+    let body = wire::encode(&report).map_err(|e| ReportError(e.to_string()))?;
+    let copies = if duplicate { 2 } else { 1 };
+    for _ in 0..copies {
+        let pending = broker::publish(channel, "", queue, &body, true).await.map_err(|e| ReportError(e.to_string()))?;
+        tokio::time::timeout(Duration::from_secs(30), pending.confirmed())
+            .await
+            .map_err(|_| ReportError("confirm timed out".into()))?
+            .map_err(|e| ReportError(e.to_string()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! Configuration of the `tributary-worker` binary: environment variables,
+//! overridden by flags.
+
+use std::time::Duration;
+
+use clap::Parser;
+use tributary_common::config::{DEFAULT_AMQP_URL, DEFAULT_LISTEN, DEFAULT_NAMESPACE};
+
+use crate::worker::WorkerSettings;
+
+/// Flags and variables of the worker binary.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "tributary-worker", version, about = "Tributary worker: runs job phases")]
+pub struct Settings {
+    /// RabbitMQ URL.
+    #[arg(long, env = "TRIBUTARY_AMQP_URL", default_value = DEFAULT_AMQP_URL)]
+    pub amqp_url: String,
+    /// Prefix of every queue and exchange.
+    #[arg(long, env = "TRIBUTARY_NAMESPACE", default_value = DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// The coordinator's HTTP API.
+    #[arg(long, env = "TRIBUTARY_COORDINATOR_URL", default_value_t = format!("http://{DEFAULT_LISTEN}"))]
+    pub coordinator_url: String,
+    /// Phases run at once.
+    #[arg(long, env = "TRIBUTARY_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: usize,
+    /// Seconds in-flight phases may run on after SIGTERM.
+    #[arg(long, env = "TRIBUTARY_GRACE_SECS", default_value_t = 30)]
+    pub grace_secs: u64,
+    /// Fault injection for tests: publish every report twice.
+    #[arg(long, env = "TRIBUTARY_FAULT_DUPLICATE_REPORTS", default_value_t = false)]
+    pub duplicate_reports: bool,
+    /// Print the served kinds and exit.
+    #[arg(long)]
+    pub list_kinds: bool,
+}
+
+impl Settings {
+    /// The runtime settings.
+    pub fn worker(&self) -> WorkerSettings {
+        WorkerSettings {
+            amqp_url: self.amqp_url.clone(),
+            namespace: self.namespace.clone(),
+            coordinator_url: self.coordinator_url.clone(),
+            concurrency: self.concurrency,
+            grace: Duration::from_secs(self.grace_secs),
+            duplicate_reports: self.duplicate_reports,
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The worker runtime: consumes the task queues of its kinds, runs one phase
+//! per task, reports the outcome with a confirm, then acks the task.
+//!
+//! ```text
+//!  {ns}.task.{kind} ──► decode ──► handler(phase, input, ctx) ──► outcome
+//!        ▲ ack after the outcome is confirmed ◄── reporter ◄─────────┘
+//! ```
+//!
+//! A malformed task is dead-lettered with a log line; an unknown kind fails
+//! its job with a message naming the kind; a panicking handler fails its
+//! phase (retryable). On shutdown the worker stops consuming, lets in-flight
+//! phases finish within the grace period, and closes its connections, so
+//! anything unfinished goes back to the queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::select_all;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tributary_common::broker::{self, BrokerError};
+use tributary_common::job::ENTRY_PHASE;
+use tributary_common::topology::{InvalidNamespace, Topology};
+use tributary_common::wire::{self, Outcome, ReportItem, Task};
+
+use crate::context::Context;
+use crate::job::Step;
+use crate::registry::Registry;
+use crate::reporter::{self, Reporter};
+
+/// Settings of a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// RabbitMQ URL.
+    pub amqp_url: String,
+    /// Queue and exchange prefix.
+    pub namespace: String,
+    /// The coordinator's HTTP API, for reading children results.
+    pub coordinator_url: String,
+    /// Phases run at once (also the prefetch).
+    pub concurrency: usize,
+    /// How long in-flight phases may run on after shutdown begins.
+    pub grace: Duration,
+    /// Fault injection: publish every report twice.
+    pub duplicate_reports: bool,
+}
+
+/// Why a worker could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Bad namespace.
+    #[error(transparent)]
+    Namespace(#[from] InvalidNamespace),
+    /// No kinds registered.
+    #[error("no job kinds registered")]
+    NoKinds,
+}
+
+/// A worker serving the kinds of a [`Registry`].
+pub struct Worker {
+    registry: Registry,
+    settings: WorkerSettings,
+    topology: Topology,
+}
+
+struct Links {
+    publish: Connection,
+    consume: Connection,
+    channel: Channel,
+    reporter: Reporter,
+    tags: Vec<String>,
+}
+
+impl Worker {
+    /// A worker; fails on a bad namespace or an empty registry.
+    pub fn new(registry: Registry, settings: WorkerSettings) -> Result<Self, WorkerError> {
+        if registry.kinds().is_empty() {
+            return Err(WorkerError::NoKinds);
+        }
+        let topology = Topology::new(&settings.namespace)?;
+        Ok(Self { registry, settings, topology })
+    }
+
+    /// Runs until `cancel` fires, reconnecting (with backoff) whenever the
+    /// broker goes away, then drains in-flight phases within the grace period.
+    pub async fn run(self, cancel: CancellationToken) {
+        let http = reqwest::Client::new();
+        let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
+        let tracker = TaskTracker::new();
+        let phase_cancel = CancellationToken::new();
+        let mut links: Option<Links> = None;
+        'outer: while !cancel.is_cancelled() {
+            let (mut stream, current) = match self.connect(&cancel).await {
+                Ok(x) => x,
+                Err(BrokerError::Cancelled) => break,
+                Err(e) => {
+                    tracing::warn!("worker cannot set up RabbitMQ: {e}; retrying");
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    }
+                }
+            };
+            tracing::info!(kinds = ?self.registry.kinds(), concurrency = self.settings.concurrency, "worker consuming");
+            let reporter = current.reporter.clone();
+            links = Some(current);
+            let mut health = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break 'outer,
+                    _ = health.tick() => {
+                        if links.as_ref().is_some_and(|l| !l.publish.status().connected() || !l.consume.status().connected()) {
+                            tracing::warn!("lost RabbitMQ; reconnecting");
+                            break;
+                        }
+                    }
+                    next = stream.next() => match next {
+                        Some(Ok(delivery)) => {
+                            let Ok(permit) = permits.clone().acquire_owned().await else { break 'outer };
+                            let run = Execution {
+                                registry: self.registry.clone(),
+                                reporter: reporter.clone(),
+                                http: http.clone(),
+                                coordinator_url: self.settings.coordinator_url.clone(),
+                                cancel: phase_cancel.clone(),
+                            };
+                            tracker.spawn(async move {
+                                run.execute(delivery).await;
+                                drop(permit);
+                            });
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!("consumer failed: {e}; reconnecting");
+                            break;
+                        }
+                        None => {
+                            tracing::warn!("consumer stopped; reconnecting");
+                            break;
+                        }
+                    }
+                }
+            }
+            links = None;
+        }
+        // Shutdown: stop taking tasks, let in-flight phases finish, then
+        // close (unacked tasks go back to the queue).
+        if let Some(l) = &links {
+            for tag in &l.tags {
+                let _ = l.channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+            }
+        }
+        tracker.close();
+        let in_flight = self.settings.concurrency - permits.available_permits();
+        tracing::info!(in_flight, grace = ?self.settings.grace, "stopping: letting in-flight phases finish");
+        if tokio::time::timeout(self.settings.grace, tracker.wait()).await.is_err() {
+            tracing::warn!("grace period over; unfinished phases go back to the queue");
+            phase_cancel.cancel();
+        }
+        if let Some(l) = links {
+            let _ = l.consume.close(200, "worker stopping".into()).await;
+            let _ = l.publish.close(200, "worker stopping".into()).await;
+        }
+    }
+
+    async fn connect(
+        &self,
+        cancel: &CancellationToken,
+    ) -> Result<(futures_util::stream::SelectAll<lapin::Consumer>, Links), BrokerError> {
+        let publish = broker::connect(&self.settings.amqp_url, "tributary-worker-publish", cancel).await?;
+        let pub_channel = broker::confirm_channel(&publish).await?;
+        broker::declare_base(&pub_channel, &self.topology).await?;
+        let reporter =
+            reporter::start(pub_channel, self.topology.clone(), self.settings.duplicate_reports, CancellationToken::new());
+        let consume = broker::connect(&self.settings.amqp_url, "tributary-worker-consume", cancel).await?;
+        let channel = consume.create_channel().await?;
+        let prefetch = u16::try_from(self.settings.concurrency).unwrap_or(u16::MAX).max(1);
+        channel.basic_qos(prefetch, BasicQosOptions { global: false }).await?;
+        let mut consumers = Vec::new();
+        let mut tags = Vec::new();
+        for kind in self.registry.kinds() {
+            broker::declare_task_queue(&channel, &self.topology, kind).await?;
+            let consumer = channel
+                .basic_consume(
+                    self.topology.task_queue(kind).into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            tags.push(consumer.tag().to_string());
+            consumers.push(consumer);
+        }
+        Ok((select_all(consumers), Links { publish, consume, channel, reporter, tags }))
+    }
+}
+
+/// Everything one phase execution needs.
+struct Execution {
+    registry: Registry,
+    reporter: Reporter,
+    http: reqwest::Client,
+    coordinator_url: String,
+    cancel: CancellationToken,
+}
+
+impl Execution {
+    async fn execute(self, delivery: Delivery) {
+        let task: Task = match wire::decode(&delivery.data) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!("dead-lettering a task that cannot be read ({} bytes): {e}", delivery.data.len());
+                let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
+                return;
+            }
+        };
+        let token = task.token;
+        let outcome = match self.registry.get(&task.kind) {
+            None => Outcome::Fail {
+                error: format!("unknown job kind {:?}: this worker serves {:?}", task.kind, self.registry.kinds()),
+                retryable: false,
+            },
+            Some(job) => {
+                let phase = if task.phase == ENTRY_PHASE { job.start().to_owned() } else { task.phase.clone() };
+                self.reporter.send(ReportItem::Started { token, phase: phase.clone() });
+                let input = task.input.to_vec();
+                let mut ctx = Context::new(task, self.reporter.clone(), self.http, self.coordinator_url, self.cancel);
+                let run = tokio::spawn(async move {
+                    let step = job.run(&phase, &input, &mut ctx).await;
+                    (step, ctx)
+                });
+                match run.await {
+                    Ok((Ok(step), mut ctx)) => match step {
+                        Step::Complete(output) => Outcome::Complete { output },
+                        Step::Next(phase) => Outcome::Next { phase },
+                        Step::Wait { then } => Outcome::Wait { then, children: ctx.into_spawned() },
+                        Step::Spawn { children, then } => match ctx.spawn(children).await {
+                            Ok(()) => Outcome::Wait { then, children: ctx.into_spawned() },
+                            Err(e) => Outcome::Fail { error: e.message().to_owned(), retryable: true },
+                        },
+                    },
+                    Ok((Err(e), _)) => Outcome::Fail { error: e.message().to_owned(), retryable: e.is_retryable() },
+                    Err(join) => Outcome::Fail { error: format!("phase panicked: {join}"), retryable: true },
+                }
+            }
+        };
+        if let Outcome::Fail { error, .. } = &outcome {
+            tracing::warn!(%token, "phase failed: {error}");
+        }
+        match self.reporter.send_confirmed(ReportItem::Finished { token, outcome }).await {
+            Ok(()) => {
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+            }
+            Err(e) => {
+                tracing::warn!(%token, "outcome not delivered ({e}); the task goes back to the queue");
+                let _ = delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
+            }
+        }
+    }
+}
