@@ -17,11 +17,14 @@
 //! - [`broker`] (feature `broker`): connecting with retry, declaring the
 //!   topology, publishing with confirms.
 //! - [`config`]: connection settings shared by every binary, with masking.
+//! - [`shutdown`] (feature `broker`): SIGTERM / Ctrl-C into a cancellation token.
 //! - [`telemetry`]: the one `init` that sets up logging.
 
 #[cfg(feature = "broker")]
 pub mod broker;
 pub mod config;
+#[cfg(feature = "broker")]
+pub mod shutdown;
 pub mod fanin;
 pub mod job;
 pub mod retry;

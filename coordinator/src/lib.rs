@@ -112,3 +112,23 @@ impl Application {
         Ok(())
     }
 }
+
+/// Runs a coordinator process: builds the application, prints
+/// `listening on ADDR` as the first line on stdout (scripts and the test
+/// harness read it), and serves until SIGTERM or Ctrl-C, then drains.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let cancel = CancellationToken::new();
+    tokio::spawn(tributary_common::shutdown::cancel_on_signal(cancel.clone()));
+    let app = match Application::build(settings, &cancel).await {
+        Ok(app) => app,
+        Err(StartError::Store(store::StoreError::Cancelled)) => return Ok(()),
+        Err(e) => return Err(e).context("coordinator failed to start"),
+    };
+    let addr = app.local_addr().context("reading the bound address")?;
+    println!("listening on {addr}");
+    tracing::info!(%addr, "coordinator listening");
+    app.run_until_stopped(cancel).await.context("serving the API")?;
+    tracing::info!("coordinator stopped");
+    Ok(())
+}

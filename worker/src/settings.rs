@@ -48,3 +48,22 @@ impl Settings {
         }
     }
 }
+
+/// Runs a worker process serving the built-in kinds until SIGTERM or
+/// Ctrl-C (or, with `--list-kinds`, prints them).
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let registry = crate::kinds::builtin();
+    if settings.list_kinds {
+        for kind in registry.kinds() {
+            println!("{kind}");
+        }
+        return Ok(());
+    }
+    tributary_common::telemetry::init("tributary-worker");
+    let worker = crate::Worker::new(registry, settings.worker())?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(tributary_common::shutdown::cancel_on_signal(cancel.clone()));
+    worker.run(cancel).await;
+    tracing::info!("worker stopped");
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! A small client for the coordinator's HTTP API.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+/// The coordinator's API at one base URL.
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    /// A client for `base` (e.g. `http://127.0.0.1:7070`).
+    pub fn new(base: &str) -> Self {
+        Self { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new() }
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the coordinator at {}: is it running?", self.base))?;
+        let status = response.status();
+        let body: Value = response.json().await.with_context(|| format!("reading {url}"))?;
+        if !status.is_success() {
+            bail!("{url}: {status}: {}", body["error"].as_str().unwrap_or("no reason given"));
+        }
+        Ok(body)
+    }
+
+    /// Submits a job; returns its id.
+    pub async fn submit(&self, kind: &str, input: &Value, options: Option<&Value>) -> anyhow::Result<String> {
+        let mut body = json!({ "kind": kind, "input": input });
+        if let Some(o) = options {
+            body["options"] = o.clone();
+        }
+        let response = self
+            .http
+            .post(format!("{}/v1/jobs", self.base))
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the coordinator at {}: is it running?", self.base))?;
+        let status = response.status();
+        let body: Value = response.json().await.context("reading the submission answer")?;
+        if !status.is_success() {
+            bail!("submission refused: {status}: {}", body["error"].as_str().unwrap_or("no reason given"));
+        }
+        body["id"].as_str().map(str::to_owned).context("the coordinator answered no id")
+    }
+
+    /// A job's status.
+    pub async fn job(&self, id: &str) -> anyhow::Result<Value> {
+        self.get(&format!("/v1/jobs/{id}")).await
+    }
+
+    /// Prints a job's log.
+    pub async fn logs(&self, id: &str) -> anyhow::Result<()> {
+        let mut after = 0;
+        loop {
+            let page = self.get(&format!("/v1/jobs/{id}/logs?after={after}&limit=1000")).await?;
+            let lines = page["logs"].as_array().cloned().unwrap_or_default();
+            if lines.is_empty() {
+                return Ok(());
+            }
+            for l in &lines {
+                println!("{} {:5} {}", l["at_ms"], l["level"].as_str().unwrap_or(""), l["message"].as_str().unwrap_or(""));
+                after = l["id"].as_i64().unwrap_or(after);
+            }
+        }
+    }
+}
+
+/// One line describing a job's progress.
+pub fn progress_line(job: &Value) -> String {
+    let c = &job["children"];
+    let total = c["expected"].as_i64().unwrap_or(c["total"].as_i64().unwrap_or(0));
+    let done = c["completed"].as_i64().unwrap_or(0) + c["failed"].as_i64().unwrap_or(0) + c["cancelled"].as_i64().unwrap_or(0);
+    let width = 30usize;
+    let filled = if total > 0 { (done as usize * width) / total as usize } else { 0 };
+    format!(
+        "[{}{}] {done}/{total} children ({} failed) · {} · phase {} ({})",
+        "=".repeat(filled.min(width)),
+        " ".repeat(width - filled.min(width)),
+        c["failed"].as_i64().unwrap_or(0),
+        job["status"].as_str().unwrap_or("?"),
+        job["phase"].as_str().unwrap_or("?"),
+        job["phase_status"].as_str().unwrap_or("?"),
+    )
+}
+
+/// Polls a job until it is terminal, redrawing one progress line on stderr.
+pub async fn watch(api: &Api, id: &str) -> anyhow::Result<Value> {
+    let mut stderr = std::io::stderr();
+    loop {
+        let job = api.job(id).await?;
+        let _ = write!(stderr, "\r\x1b[2K{}", progress_line(&job));
+        let _ = stderr.flush();
+        if job["terminal"].as_bool().unwrap_or(false) {
+            let _ = writeln!(stderr);
+            return Ok(job);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,148 @@
+//! `tributary demo`: a local fleet runs the word-count job (or the `du`
+//! job) with live progress, prints the result and the wall time, and stops.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use serde_json::{Value, json};
+use tributary_common::config::{DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL};
+
+use crate::client::{self, Api};
+use crate::fleet::{Fleet, FleetOptions};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Which {
+    /// Count words over a corpus: ingest, one child per chunk, aggregate.
+    Wordcount,
+    /// Sizes and counts of a directory tree, one child per subdirectory.
+    Du,
+}
+
+/// Flags of `tributary demo`.
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Which demo.
+    #[arg(value_enum, default_value = "wordcount")]
+    which: Which,
+    /// A directory to read (default for wordcount: a generated corpus;
+    /// required for du).
+    #[arg(long)]
+    path: Option<String>,
+    /// Print the result as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+    /// Worker processes.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Postgres URL (the fleet uses its database `tributary_demo`).
+    #[arg(long, env = "TRIBUTARY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    database_url: String,
+    /// RabbitMQ URL.
+    #[arg(long, env = "TRIBUTARY_AMQP_URL", default_value = DEFAULT_AMQP_URL)]
+    amqp_url: String,
+}
+
+/// The same server, database `tributary_demo`.
+fn demo_database(url: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/tributary_demo?{q}"),
+        None => format!("{base}/tributary_demo"),
+    }
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let (kind, input) = match (args.which, &args.path) {
+        (Which::Wordcount, Some(p)) => ("demo.wordcount", json!({ "path": absolute(p)? })),
+        (Which::Wordcount, None) => ("demo.wordcount", json!({ "generate": { "files": 200, "words_per_file": 5000, "vocabulary": 20000, "seed": 42 } })),
+        (Which::Du, Some(p)) => ("demo.du", json!({ "path": absolute(p)? })),
+        (Which::Du, None) => anyhow::bail!("the du demo needs --path DIR"),
+    };
+    eprintln!("starting a coordinator and {} workers…", args.workers);
+    let fleet = Fleet::start(&FleetOptions {
+        database_url: demo_database(&args.database_url),
+        amqp_url: args.amqp_url.clone(),
+        namespace: "demo".to_owned(),
+        workers: args.workers,
+        concurrency: 4,
+    })
+    .await?;
+    let result = run_job(&fleet, kind, &input).await;
+    eprintln!("stopping the fleet (logs in {})", fleet.log_dir.display());
+    fleet.stop().await?;
+    let (id, job, wall_ms) = result?;
+    if job["status"] != "completed" {
+        anyhow::bail!("job {id} ended {}: {}", job["status"], job["error"].as_str().unwrap_or("no error recorded"));
+    }
+    let mut output = job["output"].clone();
+    if args.json {
+        if let Value::Object(map) = &mut output {
+            let mut out = serde_json::Map::new();
+            out.insert("job_id".into(), json!(id));
+            out.extend(map.clone());
+            out.insert("wall_ms".into(), json!(wall_ms));
+            println!("{}", Value::Object(out));
+        }
+        return Ok(());
+    }
+    print_human(args.which, &id, &output, wall_ms);
+    Ok(())
+}
+
+fn absolute(p: &str) -> anyhow::Result<String> {
+    let path = std::fs::canonicalize(p).with_context(|| format!("cannot open {p}"))?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
+async fn run_job(fleet: &Fleet, kind: &str, input: &Value) -> anyhow::Result<(String, Value, u128)> {
+    let api = Api::new(&fleet.url);
+    let started = Instant::now();
+    let id = api.submit(kind, input, None).await?;
+    eprintln!("submitted {kind} job {id}");
+    let job = client::watch(&api, &id).await?;
+    Ok((id, job, started.elapsed().as_millis()))
+}
+
+fn print_human(which: Which, id: &str, out: &Value, wall_ms: u128) {
+    println!("job {id} completed in {wall_ms} ms");
+    match which {
+        Which::Wordcount => {
+            println!(
+                "{} files, {} words, {} distinct, {} children",
+                out["files"], out["total_words"], out["distinct_words"], out["children"]
+            );
+            println!("top words:");
+            for pair in out["top"].as_array().into_iter().flatten() {
+                println!("  {:>10}  {}", pair[1].as_u64().unwrap_or(0), pair[0].as_str().unwrap_or(""));
+            }
+        }
+        Which::Du => {
+            println!(
+                "{}: {} bytes in {} files, {} directories, {} levels deep",
+                out["path"].as_str().unwrap_or(""),
+                out["bytes"],
+                out["files"],
+                out["dirs"],
+                out["depth"]
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::demo_database;
+
+    #[test]
+    fn demo_database_replaces_the_name() {
+        assert_eq!(demo_database("postgres://u@h:5432/tributary"), "postgres://u@h:5432/tributary_demo");
+        assert_eq!(demo_database("postgres://u@h:5432"), "postgres://u@h:5432/tributary_demo");
+        assert_eq!(demo_database("postgres://h/x?sslmode=disable"), "postgres://h/tributary_demo?sslmode=disable");
+    }
+}
