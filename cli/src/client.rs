@@ -15,27 +15,41 @@ pub struct Api {
 impl Api {
     /// A client for `base` (e.g. `http://127.0.0.1:7070`).
     pub fn new(base: &str) -> Self {
-        Self { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new() }
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+        }
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the coordinator at {}: is it running?", self.base))?;
+        let response = self.http.get(&url).send().await.with_context(|| {
+            format!(
+                "cannot reach the coordinator at {}: is it running?",
+                self.base
+            )
+        })?;
         let status = response.status();
-        let body: Value = response.json().await.with_context(|| format!("reading {url}"))?;
+        let body: Value = response
+            .json()
+            .await
+            .with_context(|| format!("reading {url}"))?;
         if !status.is_success() {
-            bail!("{url}: {status}: {}", body["error"].as_str().unwrap_or("no reason given"));
+            bail!(
+                "{url}: {status}: {}",
+                body["error"].as_str().unwrap_or("no reason given")
+            );
         }
         Ok(body)
     }
 
     /// Submits a job; returns its id.
-    pub async fn submit(&self, kind: &str, input: &Value, options: Option<&Value>) -> anyhow::Result<String> {
+    pub async fn submit(
+        &self,
+        kind: &str,
+        input: &Value,
+        options: Option<&Value>,
+    ) -> anyhow::Result<String> {
         let mut body = json!({ "kind": kind, "input": input });
         if let Some(o) = options {
             body["options"] = o.clone();
@@ -46,13 +60,27 @@ impl Api {
             .json(&body)
             .send()
             .await
-            .with_context(|| format!("cannot reach the coordinator at {}: is it running?", self.base))?;
+            .with_context(|| {
+                format!(
+                    "cannot reach the coordinator at {}: is it running?",
+                    self.base
+                )
+            })?;
         let status = response.status();
-        let body: Value = response.json().await.context("reading the submission answer")?;
+        let body: Value = response
+            .json()
+            .await
+            .context("reading the submission answer")?;
         if !status.is_success() {
-            bail!("submission refused: {status}: {}", body["error"].as_str().unwrap_or("no reason given"));
+            bail!(
+                "submission refused: {status}: {}",
+                body["error"].as_str().unwrap_or("no reason given")
+            );
         }
-        body["id"].as_str().map(str::to_owned).context("the coordinator answered no id")
+        body["id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("the coordinator answered no id")
     }
 
     /// A job's status.
@@ -64,13 +92,20 @@ impl Api {
     pub async fn logs(&self, id: &str) -> anyhow::Result<()> {
         let mut after = 0;
         loop {
-            let page = self.get(&format!("/v1/jobs/{id}/logs?after={after}&limit=1000")).await?;
+            let page = self
+                .get(&format!("/v1/jobs/{id}/logs?after={after}&limit=1000"))
+                .await?;
             let lines = page["logs"].as_array().cloned().unwrap_or_default();
             if lines.is_empty() {
                 return Ok(());
             }
             for l in &lines {
-                println!("{} {:5} {}", l["at_ms"], l["level"].as_str().unwrap_or(""), l["message"].as_str().unwrap_or(""));
+                println!(
+                    "{} {:5} {}",
+                    l["at_ms"],
+                    l["level"].as_str().unwrap_or(""),
+                    l["message"].as_str().unwrap_or("")
+                );
                 after = l["id"].as_i64().unwrap_or(after);
             }
         }
@@ -80,10 +115,18 @@ impl Api {
 /// One line describing a job's progress.
 pub fn progress_line(job: &Value) -> String {
     let c = &job["children"];
-    let total = c["expected"].as_i64().unwrap_or(c["total"].as_i64().unwrap_or(0));
-    let done = c["completed"].as_i64().unwrap_or(0) + c["failed"].as_i64().unwrap_or(0) + c["cancelled"].as_i64().unwrap_or(0);
+    let total = c["expected"]
+        .as_i64()
+        .unwrap_or(c["total"].as_i64().unwrap_or(0));
+    let done = c["completed"].as_i64().unwrap_or(0)
+        + c["failed"].as_i64().unwrap_or(0)
+        + c["cancelled"].as_i64().unwrap_or(0);
     let width = 30usize;
-    let filled = if total > 0 { (done as usize * width) / total as usize } else { 0 };
+    let filled = if total > 0 {
+        (done as usize * width) / total as usize
+    } else {
+        0
+    };
     format!(
         "[{}{}] {done}/{total} children ({} failed) · {} · phase {} ({})",
         "=".repeat(filled.min(width)),

@@ -45,7 +45,9 @@ pub struct DemoArgs {
 
 /// The same server, database `tributary_demo`.
 fn demo_database(url: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let scheme_end = base.find("://").map_or(0, |i| i + 3);
     let base = match base[scheme_end..].find('/') {
         Some(slash) => &base[..scheme_end + slash],
@@ -60,7 +62,10 @@ fn demo_database(url: &str) -> String {
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (kind, input) = match (args.which, &args.path) {
         (Which::Wordcount, Some(p)) => ("demo.wordcount", json!({ "path": absolute(p)? })),
-        (Which::Wordcount, None) => ("demo.wordcount", json!({ "generate": { "files": 200, "words_per_file": 5000, "vocabulary": 20000, "seed": 42 } })),
+        (Which::Wordcount, None) => (
+            "demo.wordcount",
+            json!({ "generate": { "files": 200, "words_per_file": 5000, "vocabulary": 20000, "seed": 42 } }),
+        ),
         (Which::Du, Some(p)) => ("demo.du", json!({ "path": absolute(p)? })),
         (Which::Du, None) => anyhow::bail!("the du demo needs --path DIR"),
     };
@@ -78,7 +83,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     fleet.stop().await?;
     let (id, job, wall_ms) = result?;
     if job["status"] != "completed" {
-        anyhow::bail!("job {id} ended {}: {}", job["status"], job["error"].as_str().unwrap_or("no error recorded"));
+        anyhow::bail!(
+            "job {id} ended {}: {}",
+            job["status"],
+            job["error"].as_str().unwrap_or("no error recorded")
+        );
     }
     let mut output = job["output"].clone();
     if args.json {
@@ -100,7 +109,11 @@ fn absolute(p: &str) -> anyhow::Result<String> {
     Ok(path.to_string_lossy().into_owned())
 }
 
-async fn run_job(fleet: &Fleet, kind: &str, input: &Value) -> anyhow::Result<(String, Value, u128)> {
+async fn run_job(
+    fleet: &Fleet,
+    kind: &str,
+    input: &Value,
+) -> anyhow::Result<(String, Value, u128)> {
     let api = Api::new(&fleet.url);
     let started = Instant::now();
     let id = api.submit(kind, input, None).await?;
@@ -119,7 +132,11 @@ fn print_human(which: Which, id: &str, out: &Value, wall_ms: u128) {
             );
             println!("top words:");
             for pair in out["top"].as_array().into_iter().flatten() {
-                println!("  {:>10}  {}", pair[1].as_u64().unwrap_or(0), pair[0].as_str().unwrap_or(""));
+                println!(
+                    "  {:>10}  {}",
+                    pair[1].as_u64().unwrap_or(0),
+                    pair[0].as_str().unwrap_or("")
+                );
             }
         }
         Which::Du => {
@@ -141,8 +158,17 @@ mod tests {
 
     #[test]
     fn demo_database_replaces_the_name() {
-        assert_eq!(demo_database("postgres://u@h:5432/tributary"), "postgres://u@h:5432/tributary_demo");
-        assert_eq!(demo_database("postgres://u@h:5432"), "postgres://u@h:5432/tributary_demo");
-        assert_eq!(demo_database("postgres://h/x?sslmode=disable"), "postgres://h/tributary_demo?sslmode=disable");
+        assert_eq!(
+            demo_database("postgres://u@h:5432/tributary"),
+            "postgres://u@h:5432/tributary_demo"
+        );
+        assert_eq!(
+            demo_database("postgres://u@h:5432"),
+            "postgres://u@h:5432/tributary_demo"
+        );
+        assert_eq!(
+            demo_database("postgres://h/x?sslmode=disable"),
+            "postgres://h/tributary_demo?sslmode=disable"
+        );
     }
 }

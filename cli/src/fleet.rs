@@ -34,7 +34,8 @@ pub struct Fleet {
 }
 
 fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
-    std::fs::File::create(dir.join(name)).with_context(|| format!("creating a log file in {}", dir.display()))
+    std::fs::File::create(dir.join(name))
+        .with_context(|| format!("creating a log file in {}", dir.display()))
 }
 
 /// The first line in a log that says a service cannot be reached.
@@ -52,11 +53,23 @@ impl Fleet {
     pub async fn start(opts: &FleetOptions) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating the tributary binary")?;
         let log_dir = std::env::temp_dir().join(format!("tributary-fleet-{}", std::process::id()));
-        std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+        std::fs::create_dir_all(&log_dir)
+            .with_context(|| format!("creating {}", log_dir.display()))?;
         let coordinator_log = log_dir.join("coordinator.log");
         let mut coordinator = Command::new(&exe)
-            .args(["coordinator", "--listen", "127.0.0.1:0", "--namespace", &opts.namespace])
-            .args(["--database-url", &opts.database_url, "--amqp-url", &opts.amqp_url])
+            .args([
+                "coordinator",
+                "--listen",
+                "127.0.0.1:0",
+                "--namespace",
+                &opts.namespace,
+            ])
+            .args([
+                "--database-url",
+                &opts.database_url,
+                "--amqp-url",
+                &opts.amqp_url,
+            ])
             .stdout(Stdio::piped())
             .stderr(log_file(&log_dir, "coordinator.log")?)
             .kill_on_drop(true)
@@ -88,8 +101,19 @@ impl Fleet {
             let name = format!("worker-{i}.log");
             workers.push(
                 Command::new(&exe)
-                    .args(["worker", "--namespace", &opts.namespace, "--coordinator-url", &url])
-                    .args(["--amqp-url", &opts.amqp_url, "--concurrency", &opts.concurrency.to_string()])
+                    .args([
+                        "worker",
+                        "--namespace",
+                        &opts.namespace,
+                        "--coordinator-url",
+                        &url,
+                    ])
+                    .args([
+                        "--amqp-url",
+                        &opts.amqp_url,
+                        "--concurrency",
+                        &opts.concurrency.to_string(),
+                    ])
                     .stdout(Stdio::null())
                     .stderr(log_file(&log_dir, &name)?)
                     .kill_on_drop(true)
@@ -111,12 +135,20 @@ impl Fleet {
                     bail!("worker: {line}");
                 }
                 if started.elapsed() > Duration::from_secs(60) {
-                    bail!("worker {i} did not start within 60 s; see {}", path.display());
+                    bail!(
+                        "worker {i} did not start within 60 s; see {}",
+                        path.display()
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        Ok(Self { coordinator, workers, url, log_dir })
+        Ok(Self {
+            coordinator,
+            workers,
+            url,
+            log_dir,
+        })
     }
 
     /// Stops the workers, then the coordinator, with SIGTERM; kills what has
@@ -136,12 +168,17 @@ impl Fleet {
 
 fn terminate(child: &Child) {
     if let Some(pid) = child.id() {
-        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
     }
 }
 
 async fn wait_or_kill(child: &mut Child) {
-    if tokio::time::timeout(Duration::from_secs(15), child.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .is_err()
+    {
         let _ = child.kill().await;
     }
 }

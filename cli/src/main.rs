@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use tributary_common::config::DEFAULT_LISTEN;
 
 #[derive(Parser)]
-#[command(name = "tributary", version, about = "Tributary: fan-out / fan-in jobs over RabbitMQ and Postgres")]
+#[command(
+    name = "tributary",
+    version,
+    about = "Tributary: fan-out / fan-in jobs over RabbitMQ and Postgres"
+)]
 struct Cli {
     /// The coordinator's HTTP API.
     #[arg(long, global = true, env = "TRIBUTARY_COORDINATOR_URL", default_value_t = format!("http://{DEFAULT_LISTEN}"))]
@@ -70,17 +74,26 @@ async fn main() {
         }
         Command::Worker(settings) => tributary_worker::settings::serve(settings).await,
         Command::Demo(args) => demo::run(args).await,
-        Command::Submit { kind, input, options, wait } => {
+        Command::Submit {
+            kind,
+            input,
+            options,
+            wait,
+        } => {
             let api = client::Api::new(&cli.coordinator_url);
             submit(&api, &kind, &input, options.as_deref(), wait).await
         }
         Command::Status { id } => {
             let api = client::Api::new(&cli.coordinator_url);
-            api.job(&id).await.map(|j| println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default()))
+            api.job(&id)
+                .await
+                .map(|j| println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default()))
         }
         Command::Watch { id } => {
             let api = client::Api::new(&cli.coordinator_url);
-            client::watch(&api, &id).await.map(|j| println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default()))
+            client::watch(&api, &id)
+                .await
+                .map(|j| println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default()))
         }
         Command::Logs { id } => {
             let api = client::Api::new(&cli.coordinator_url);
@@ -93,11 +106,19 @@ async fn main() {
     }
 }
 
-async fn submit(api: &client::Api, kind: &str, input: &str, options: Option<&str>, wait: bool) -> anyhow::Result<()> {
+async fn submit(
+    api: &client::Api,
+    kind: &str,
+    input: &str,
+    options: Option<&str>,
+    wait: bool,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     let input: serde_json::Value = serde_json::from_str(input).context("--input is not JSON")?;
-    let options: Option<serde_json::Value> =
-        options.map(serde_json::from_str).transpose().context("--options is not JSON")?;
+    let options: Option<serde_json::Value> = options
+        .map(serde_json::from_str)
+        .transpose()
+        .context("--options is not JSON")?;
     let id = api.submit(kind, &input, options.as_ref()).await?;
     if wait {
         let job = client::watch(api, &id).await?;

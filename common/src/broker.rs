@@ -5,8 +5,11 @@
 
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::Confirmation;
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio_util::sync::CancellationToken;
@@ -75,32 +78,59 @@ pub async fn connect(url: &str, name: &str, cancel: &CancellationToken) -> Resul
 /// Opens a channel with publisher confirms on.
 pub async fn confirm_channel(conn: &Connection) -> Result<Channel> {
     let channel = conn.create_channel().await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     Ok(channel)
 }
 
 fn quorum_args(topology: &Topology) -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-    args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
-    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(topology.dead_letter_exchange().into()));
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(DELIVERY_LIMIT),
+    );
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(topology.dead_letter_exchange().into()),
+    );
     args
 }
 
 fn durable() -> QueueDeclareOptions {
-    QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() }
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
 }
 
 /// Declares what every process needs: the tasks exchange, the reports
 /// queue, and the dead-letter exchange and queue. Idempotent.
 pub async fn declare_base(channel: &Channel, topology: &Topology) -> Result<()> {
-    let exchange_opts = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+    let exchange_opts = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
     channel
-        .exchange_declare(topology.dead_letter_exchange().into(), ExchangeKind::Fanout, exchange_opts, FieldTable::default())
+        .exchange_declare(
+            topology.dead_letter_exchange().into(),
+            ExchangeKind::Fanout,
+            exchange_opts,
+            FieldTable::default(),
+        )
         .await?;
     let mut dead_args = FieldTable::default();
-    dead_args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-    channel.queue_declare(topology.dead_letter_queue().into(), durable(), dead_args).await?;
+    dead_args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    channel
+        .queue_declare(topology.dead_letter_queue().into(), durable(), dead_args)
+        .await?;
     channel
         .queue_bind(
             topology.dead_letter_queue().into(),
@@ -111,25 +141,46 @@ pub async fn declare_base(channel: &Channel, topology: &Topology) -> Result<()> 
         )
         .await?;
     channel
-        .exchange_declare(topology.tasks_exchange().into(), ExchangeKind::Direct, exchange_opts, FieldTable::default())
+        .exchange_declare(
+            topology.tasks_exchange().into(),
+            ExchangeKind::Direct,
+            exchange_opts,
+            FieldTable::default(),
+        )
         .await?;
-    channel.queue_declare(topology.reports_queue().into(), durable(), quorum_args(topology)).await?;
+    channel
+        .queue_declare(
+            topology.reports_queue().into(),
+            durable(),
+            quorum_args(topology),
+        )
+        .await?;
     Ok(())
 }
 
 /// Declares the task queue of one job kind and binds it. Idempotent.
 pub async fn declare_task_queue(channel: &Channel, topology: &Topology, kind: &str) -> Result<()> {
     let queue = topology.task_queue(kind);
-    channel.queue_declare(queue.as_str().into(), durable(), quorum_args(topology)).await?;
     channel
-        .queue_bind(queue.into(), topology.tasks_exchange().into(), kind.into(), QueueBindOptions::default(), FieldTable::default())
+        .queue_declare(queue.as_str().into(), durable(), quorum_args(topology))
+        .await?;
+    channel
+        .queue_bind(
+            queue.into(),
+            topology.tasks_exchange().into(),
+            kind.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     Ok(())
 }
 
 /// Properties of every message we publish: persistent MessagePack.
 pub fn message_properties() -> BasicProperties {
-    BasicProperties::default().with_delivery_mode(2).with_content_type("application/msgpack".into())
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/msgpack".into())
 }
 
 /// A publish whose confirm has not been awaited yet, so many can be in
@@ -152,12 +203,18 @@ pub async fn publish(
         .basic_publish(
             exchange.into(),
             routing_key.into(),
-            BasicPublishOptions { mandatory, ..BasicPublishOptions::default() },
+            BasicPublishOptions {
+                mandatory,
+                ..BasicPublishOptions::default()
+            },
             body,
             message_properties(),
         )
         .await?;
-    Ok(Pending { routing_key: routing_key.to_owned(), confirm })
+    Ok(Pending {
+        routing_key: routing_key.to_owned(),
+        confirm,
+    })
 }
 
 impl Pending {
@@ -171,7 +228,9 @@ impl Pending {
         match confirmation {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(_)) => Err(BrokerError::Unroutable(self.routing_key)),
-            Confirmation::Nack(_) | Confirmation::NotRequested => Err(BrokerError::Nacked(self.routing_key)),
+            Confirmation::Nack(_) | Confirmation::NotRequested => {
+                Err(BrokerError::Nacked(self.routing_key))
+            }
         }
     }
 }

@@ -34,8 +34,14 @@ mod tests {
 
     #[test]
     fn passwords_are_masked() {
-        assert_eq!(mask_url("amqp://guest:guest@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
-        assert_eq!(mask_url("postgres://postgres@h/db"), "postgres://postgres@h/db");
+        assert_eq!(
+            mask_url("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(
+            mask_url("postgres://postgres@h/db"),
+            "postgres://postgres@h/db"
+        );
         assert_eq!(mask_url("postgres://h/db?x=a@b"), "postgres://h/db?x=a@b");
         assert_eq!(mask_url("not a url"), "not a url");
     }

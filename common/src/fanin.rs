@@ -63,7 +63,12 @@ mod tests {
     use super::*;
 
     fn counts(total: u64, completed: u64, failed: u64) -> ChildCounts {
-        ChildCounts { total, completed, failed, cancelled: 0 }
+        ChildCounts {
+            total,
+            completed,
+            failed,
+            cancelled: 0,
+        }
     }
 
     #[test]
@@ -78,13 +83,23 @@ mod tests {
             (Some(3), counts(3, 3, 0), None, Continue, Resume),
             (Some(0), counts(0, 0, 0), None, Continue, Resume),
             (Some(3), counts(3, 1, 2), Some(1), Continue, Resume),
-            (Some(3), counts(3, 1, 2), Some(1), MarkWarning, CompleteWithWarning),
+            (
+                Some(3),
+                counts(3, 1, 2),
+                Some(1),
+                MarkWarning,
+                CompleteWithWarning,
+            ),
             (Some(3), counts(3, 2, 1), Some(1), MarkWarning, Resume),
             (None, counts(2, 0, 2), Some(1), StopAll, Fail),
             (Some(3), counts(3, 1, 1), Some(1), StopAll, Wait),
         ];
         for (expected, c, max, action, want) in cases {
-            assert_eq!(decide(expected, &c, max, action), want, "{expected:?} {c:?} {max:?} {action:?}");
+            assert_eq!(
+                decide(expected, &c, max, action),
+                want,
+                "{expected:?} {c:?} {max:?} {action:?}"
+            );
         }
     }
 }

@@ -23,11 +23,11 @@
 #[cfg(feature = "broker")]
 pub mod broker;
 pub mod config;
-#[cfg(feature = "broker")]
-pub mod shutdown;
 pub mod fanin;
 pub mod job;
 pub mod retry;
+#[cfg(feature = "broker")]
+pub mod shutdown;
 pub mod status;
 pub mod telemetry;
 pub mod topology;

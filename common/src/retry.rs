@@ -13,7 +13,10 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { base: Duration::from_millis(500), max: Duration::from_secs(60) }
+        Self {
+            base: Duration::from_millis(500),
+            max: Duration::from_secs(60),
+        }
     }
 }
 
@@ -39,7 +42,10 @@ mod tests {
 
     #[test]
     fn backoff_doubles_then_caps() {
-        let b = Backoff { base: Duration::from_millis(100), max: Duration::from_secs(1) };
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
         assert_eq!(b.ceiling(1), Duration::from_millis(100));
         assert_eq!(b.ceiling(2), Duration::from_millis(200));
         assert_eq!(b.ceiling(4), Duration::from_millis(800));
@@ -52,7 +58,10 @@ mod tests {
         let b = Backoff::default();
         for retry in 1..8 {
             let d = b.delay(retry);
-            assert!(d <= b.ceiling(retry) && d >= b.ceiling(retry) / 2, "{retry}: {d:?}");
+            assert!(
+                d <= b.ceiling(retry) && d >= b.ceiling(retry) / 2,
+                "{retry}: {d:?}"
+            );
         }
     }
 }

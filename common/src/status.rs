@@ -276,7 +276,10 @@ mod tests {
         ] {
             assert_eq!(JobStatus::parse(s.as_str()), Some(s));
         }
-        assert_eq!(PhaseStatus::parse("not_started"), Some(PhaseStatus::NotStarted));
+        assert_eq!(
+            PhaseStatus::parse("not_started"),
+            Some(PhaseStatus::NotStarted)
+        );
         assert_eq!(JobStatus::parse("bogus"), None);
     }
 }

@@ -27,8 +27,16 @@ impl Topology {
     pub fn new(namespace: &str) -> Result<Self, InvalidNamespace> {
         let ok = !namespace.is_empty()
             && namespace.len() <= 64
-            && namespace.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if ok { Ok(Self { ns: namespace.to_owned() }) } else { Err(InvalidNamespace(namespace.to_owned())) }
+            && namespace
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok {
+            Ok(Self {
+                ns: namespace.to_owned(),
+            })
+        } else {
+            Err(InvalidNamespace(namespace.to_owned()))
+        }
     }
 
     /// The namespace itself.
@@ -69,7 +77,10 @@ mod tests {
     #[test]
     fn names_carry_the_namespace() {
         let t = Topology::new("prod-eu").expect("valid");
-        assert_eq!(t.task_queue("demo.wordcount"), "prod-eu.task.demo.wordcount");
+        assert_eq!(
+            t.task_queue("demo.wordcount"),
+            "prod-eu.task.demo.wordcount"
+        );
         assert_eq!(t.reports_queue(), "prod-eu.reports");
         assert_eq!(t.dead_letter_queue(), "prod-eu.dead");
     }

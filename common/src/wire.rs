@@ -187,7 +187,8 @@ pub enum Outcome {
 
 /// Encodes `message` as `[PROTOCOL_VERSION, message]`.
 pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, WireError> {
-    rmp_serde::to_vec_named(&(PROTOCOL_VERSION, message)).map_err(|e| WireError::Encode(e.to_string()))
+    rmp_serde::to_vec_named(&(PROTOCOL_VERSION, message))
+        .map_err(|e| WireError::Encode(e.to_string()))
 }
 
 /// Decodes bytes made by [`encode`], checking size and version first.
@@ -200,13 +201,16 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     if version != PROTOCOL_VERSION {
         return Err(WireError::UnsupportedVersion(version));
     }
-    let (_, message): (u16, T) = rmp_serde::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let (_, message): (u16, T) =
+        rmp_serde::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
     Ok(message)
 }
 
 /// Encodes a user value (input, output, state) as MessagePack.
 pub fn to_payload<T: Serialize + ?Sized>(value: &T) -> Result<ByteBuf, WireError> {
-    rmp_serde::to_vec_named(value).map(ByteBuf::from).map_err(|e| WireError::Encode(e.to_string()))
+    rmp_serde::to_vec_named(value)
+        .map(ByteBuf::from)
+        .map_err(|e| WireError::Encode(e.to_string()))
 }
 
 /// Decodes a user value (input, output, state) from MessagePack.
@@ -236,14 +240,21 @@ mod tests {
     use uuid::Uuid;
 
     fn token() -> DispatchToken {
-        DispatchToken { job_id: Uuid::now_v7(), seq: 2, attempt: 1 }
+        DispatchToken {
+            job_id: Uuid::now_v7(),
+            seq: 2,
+            attempt: 1,
+        }
     }
 
     #[test]
     fn report_round_trips() {
         let report = Report {
             items: vec![
-                ReportItem::Started { token: token(), phase: "ingest".into() },
+                ReportItem::Started {
+                    token: token(),
+                    phase: "ingest".into(),
+                },
                 ReportItem::Spawned {
                     token: token(),
                     batch: 3,
@@ -256,7 +267,10 @@ mod tests {
                 },
                 ReportItem::Finished {
                     token: token(),
-                    outcome: Outcome::Wait { then: "aggregate".into(), children: 301 },
+                    outcome: Outcome::Wait {
+                        then: "aggregate".into(),
+                        children: 301,
+                    },
                 },
             ],
         };
@@ -274,34 +288,54 @@ mod tests {
             parent_id: None,
             input: to_payload(&serde_json::json!({"path": "/tmp"})).expect("encode"),
             state: None,
-            children: Some(ChildCounts { total: 3, completed: 2, failed: 1, cancelled: 0 }),
+            children: Some(ChildCounts {
+                total: 3,
+                completed: 2,
+                failed: 1,
+                cancelled: 0,
+            }),
             fanout_seq: Some(1),
         };
-        assert_eq!(decode::<Task>(&encode(&task).expect("encode")).expect("decode"), task);
+        assert_eq!(
+            decode::<Task>(&encode(&task).expect("encode")).expect("decode"),
+            task
+        );
     }
 
     #[test]
     fn garbage_is_malformed() {
-        assert!(matches!(decode::<Task>(b"\xc1garbage"), Err(WireError::Malformed(_))));
+        assert!(matches!(
+            decode::<Task>(b"\xc1garbage"),
+            Err(WireError::Malformed(_))
+        ));
         assert!(matches!(decode::<Task>(b""), Err(WireError::Malformed(_))));
     }
 
     #[test]
     fn other_versions_are_refused() {
         let bytes = rmp_serde::to_vec_named(&(2u16, "anything")).expect("encode");
-        assert!(matches!(decode::<Task>(&bytes), Err(WireError::UnsupportedVersion(2))));
+        assert!(matches!(
+            decode::<Task>(&bytes),
+            Err(WireError::UnsupportedVersion(2))
+        ));
     }
 
     #[test]
     fn oversize_is_refused() {
         let bytes = vec![0u8; MAX_MESSAGE_BYTES + 1];
-        assert!(matches!(decode::<Task>(&bytes), Err(WireError::TooLarge(_))));
+        assert!(matches!(
+            decode::<Task>(&bytes),
+            Err(WireError::TooLarge(_))
+        ));
     }
 
     #[test]
     fn json_input_survives_the_payload_codec() {
         let json = serde_json::json!({"path": "/x", "n": [1, 2, 3], "deep": {"ok": true}});
         let bytes = to_payload(&json).expect("encode");
-        assert_eq!(from_payload::<serde_json::Value>(&bytes).expect("decode"), json);
+        assert_eq!(
+            from_payload::<serde_json::Value>(&bytes).expect("decode"),
+            json
+        );
     }
 }

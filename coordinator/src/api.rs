@@ -74,7 +74,10 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!("request failed: {e}");
-        Self(StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {e}"))
+        Self(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database unavailable: {e}"),
+        )
     }
 }
 
@@ -96,32 +99,52 @@ struct Submission {
 fn valid_kind(kind: &str) -> bool {
     !kind.is_empty()
         && kind.len() <= 128
-        && kind.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-async fn submit(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn submit(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or_default();
         if !ct.starts_with("application/json") {
-            return Err(bad(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("content-type must be application/json, not {ct:?}")));
+            return Err(bad(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("content-type must be application/json, not {ct:?}"),
+            ));
         }
     }
     let sub: Submission = serde_json::from_slice(&body).map_err(|e| {
-        let status = if e.is_data() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::BAD_REQUEST };
+        let status = if e.is_data() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
         bad(status, format!("invalid job submission: {e}"))
     })?;
     if !valid_kind(&sub.kind) {
         return Err(bad(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("invalid kind {:?}: use 1-128 characters from A-Z a-z 0-9 . _ -", sub.kind),
+            format!(
+                "invalid kind {:?}: use 1-128 characters from A-Z a-z 0-9 . _ -",
+                sub.kind
+            ),
         ));
     }
     let options = sub.options.unwrap_or_default();
     let max_attempts = options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
     if max_attempts == 0 {
-        return Err(bad(StatusCode::UNPROCESSABLE_ENTITY, "options.max_attempts must be at least 1"));
+        return Err(bad(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "options.max_attempts must be at least 1",
+        ));
     }
-    let input = wire::to_payload(&sub.input).map_err(|e| bad(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let input = wire::to_payload(&sub.input)
+        .map_err(|e| bad(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     let id = Uuid::now_v7();
     let action = match options.failure_action.unwrap_or_default() {
         FailureAction::Continue => "continue",
@@ -148,19 +171,28 @@ async fn submit(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) 
 }
 
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|e| bad(StatusCode::BAD_REQUEST, format!("invalid job id {id:?}: {e}")))
+    Uuid::parse_str(id).map_err(|e| {
+        bad(
+            StatusCode::BAD_REQUEST,
+            format!("invalid job id {id:?}: {e}"),
+        )
+    })
 }
 
 /// MessagePack as JSON where it can be; binary data cannot.
 fn payload_json(bytes: Option<&[u8]>) -> Value {
     match bytes {
         None => Value::Null,
-        Some(b) => wire::from_payload::<Value>(b)
-            .unwrap_or_else(|_| json!({ "msgpack_bytes": b.len(), "note": "not representable as JSON" })),
+        Some(b) => wire::from_payload::<Value>(b).unwrap_or_else(
+            |_| json!({ "msgpack_bytes": b.len(), "note": "not representable as JSON" }),
+        ),
     }
 }
 
-async fn job(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn job(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let Some(j) = store::job(&state.pool, id).await? else {
         return Err(bad(StatusCode::NOT_FOUND, format!("no job {id}")));
@@ -227,7 +259,10 @@ async fn children(
     let id = parse_id(&id)?;
     let limit = q.limit.unwrap_or(1000);
     if !(1..=10_000).contains(&limit) {
-        return Err(bad(StatusCode::BAD_REQUEST, "limit must be between 1 and 10000"));
+        return Err(bad(
+            StatusCode::BAD_REQUEST,
+            "limit must be between 1 and 10000",
+        ));
     }
     let rows = store::children(&state.pool, id, q.seq, q.after.unwrap_or(-1), limit).await?;
     match q.format.as_deref() {
@@ -242,7 +277,8 @@ async fn children(
                     error: r.error,
                 })
                 .collect();
-            let body = wire::encode(&results).map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            let body = wire::encode(&results)
+                .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
             Ok(([(header::CONTENT_TYPE, "application/msgpack")], body).into_response())
         }
         None | Some("json") => {
@@ -255,16 +291,24 @@ async fn children(
                 .collect();
             Ok(Json(json!({ "children": items })).into_response())
         }
-        Some(other) => Err(bad(StatusCode::BAD_REQUEST, format!("format must be json or msgpack, not {other:?}"))),
+        Some(other) => Err(bad(
+            StatusCode::BAD_REQUEST,
+            format!("format must be json or msgpack, not {other:?}"),
+        )),
     }
 }
 
-async fn tree(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn tree(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let Some(j) = store::job(&state.pool, id).await? else {
         return Err(bad(StatusCode::NOT_FOUND, format!("no job {id}")));
     };
-    let counts = store::tree(&state.pool, j.root_id).await?.unwrap_or_default();
+    let counts = store::tree(&state.pool, j.root_id)
+        .await?
+        .unwrap_or_default();
     let total: i64 = counts.iter().sum();
     let done = counts[4] + counts[5] + counts[6];
     let mut by_status = serde_json::Map::new();
@@ -300,5 +344,8 @@ async fn stats(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
 }
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }

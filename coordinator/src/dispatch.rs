@@ -36,7 +36,10 @@ pub struct RelayConfig {
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        Self { batch: 1000, poll: Duration::from_millis(200) }
+        Self {
+            batch: 1000,
+            poll: Duration::from_millis(200),
+        }
     }
 }
 
@@ -74,7 +77,14 @@ impl Relay {
         metrics: Arc<Metrics>,
         wake: Arc<Notify>,
     ) -> Self {
-        Self { pool, topology, config, applier, metrics, wake }
+        Self {
+            pool,
+            topology,
+            config,
+            applier,
+            metrics,
+            wake,
+        }
     }
 
     /// Publishes one batch of due jobs; returns how many rows it handled.
@@ -87,7 +97,16 @@ impl Relay {
         let mut pending = Vec::with_capacity(due.len());
         for job in &due {
             let body = wire::encode(&task_of(job))?;
-            pending.push(broker::publish(channel, &self.topology.tasks_exchange(), &job.kind, &body, true).await?);
+            pending.push(
+                broker::publish(
+                    channel,
+                    &self.topology.tasks_exchange(),
+                    &job.kind,
+                    &body,
+                    true,
+                )
+                .await?,
+            );
         }
         let mut published = Vec::with_capacity(due.len());
         let mut unroutable = Vec::new();
@@ -132,7 +151,10 @@ impl Relay {
     pub async fn run(self, amqp_url: String, cancel: CancellationToken) {
         let mut conn: Option<(Connection, Channel)> = None;
         while !cancel.is_cancelled() {
-            if conn.as_ref().is_none_or(|(c, ch)| !c.status().connected() || !ch.status().connected()) {
+            if conn
+                .as_ref()
+                .is_none_or(|(c, ch)| !c.status().connected() || !ch.status().connected())
+            {
                 match self.open(&amqp_url, &cancel).await {
                     Ok(c) => conn = Some(c),
                     Err(BrokerError::Cancelled) => break,
@@ -144,7 +166,9 @@ impl Relay {
                     }
                 }
             }
-            let Some((_, channel)) = conn.as_ref() else { continue };
+            let Some((_, channel)) = conn.as_ref() else {
+                continue;
+            };
             match self.tick(channel).await {
                 Ok(n) if n as i64 >= self.config.batch => continue,
                 Ok(_) => {
@@ -165,7 +189,11 @@ impl Relay {
         }
     }
 
-    async fn open(&self, amqp_url: &str, cancel: &CancellationToken) -> Result<(Connection, Channel), BrokerError> {
+    async fn open(
+        &self,
+        amqp_url: &str,
+        cancel: &CancellationToken,
+    ) -> Result<(Connection, Channel), BrokerError> {
         let conn = broker::connect(amqp_url, "tributary-coordinator-relay", cancel).await?;
         let channel = broker::confirm_channel(&conn).await?;
         broker::declare_base(&channel, &self.topology).await?;
@@ -181,7 +209,11 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) {
 }
 
 fn token_of(job: &DueJob) -> DispatchToken {
-    DispatchToken { job_id: job.id, seq: job.phase_seq as u32, attempt: job.attempt as u32 }
+    DispatchToken {
+        job_id: job.id,
+        seq: job.phase_seq as u32,
+        attempt: job.attempt as u32,
+    }
 }
 
 fn task_of(job: &DueJob) -> Task {

@@ -70,11 +70,20 @@ impl Application {
     /// the listener.
     pub async fn build(settings: Settings, cancel: &CancellationToken) -> Result<Self, StartError> {
         let topology = Topology::new(&settings.namespace)?;
-        let pool = store::connect(&settings.database_url, settings.db_max_connections, cancel).await?;
+        let pool =
+            store::connect(&settings.database_url, settings.db_max_connections, cancel).await?;
         let listener = TcpListener::bind(&settings.listen)
             .await
-            .map_err(|source| StartError::Listen { addr: settings.listen.clone(), source })?;
-        Ok(Self { listener, settings, topology, pool })
+            .map_err(|source| StartError::Listen {
+                addr: settings.listen.clone(),
+                source,
+            })?;
+        Ok(Self {
+            listener,
+            settings,
+            topology,
+            pool,
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -89,23 +98,39 @@ impl Application {
         let wake = Arc::new(Notify::new());
         let applier = Applier::new(
             self.pool.clone(),
-            ApplierConfig { max_batch: self.settings.max_batch, ..ApplierConfig::default() },
+            ApplierConfig {
+                max_batch: self.settings.max_batch,
+                ..ApplierConfig::default()
+            },
             metrics.clone(),
             wake.clone(),
         );
         let relay = Relay::new(
             self.pool.clone(),
             self.topology.clone(),
-            RelayConfig { batch: self.settings.relay_batch, ..RelayConfig::default() },
+            RelayConfig {
+                batch: self.settings.relay_batch,
+                ..RelayConfig::default()
+            },
             applier.clone(),
             metrics.clone(),
             wake.clone(),
         );
         let relay_task = tokio::spawn(relay.run(self.settings.amqp_url.clone(), cancel.clone()));
-        let applier_task = tokio::spawn(applier.run(self.settings.amqp_url.clone(), self.topology.clone(), cancel.clone()));
-        let app = api::router(api::ApiState { pool: self.pool.clone(), metrics, relay_wake: wake });
+        let applier_task = tokio::spawn(applier.run(
+            self.settings.amqp_url.clone(),
+            self.topology.clone(),
+            cancel.clone(),
+        ));
+        let app = api::router(api::ApiState {
+            pool: self.pool.clone(),
+            metrics,
+            relay_wake: wake,
+        });
         let shutdown = cancel.clone();
-        axum::serve(self.listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await?;
         let _ = relay_task.await;
         let _ = applier_task.await;
         self.pool.close().await;
@@ -128,7 +153,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let addr = app.local_addr().context("reading the bound address")?;
     println!("listening on {addr}");
     tracing::info!(%addr, "coordinator listening");
-    app.run_until_stopped(cancel).await.context("serving the API")?;
+    app.run_until_stopped(cancel)
+        .await
+        .context("serving the API")?;
     tracing::info!("coordinator stopped");
     Ok(())
 }

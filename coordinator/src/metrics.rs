@@ -47,16 +47,48 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         for (name, help, v) in [
-            ("tributary_outcome_batches_total", "Report batches applied.", &self.batches),
-            ("tributary_report_items_applied_total", "Report items that took effect.", &self.items_applied),
-            ("tributary_reports_fenced_total", "Stale or duplicate report items ignored.", &self.fenced),
+            (
+                "tributary_outcome_batches_total",
+                "Report batches applied.",
+                &self.batches,
+            ),
+            (
+                "tributary_report_items_applied_total",
+                "Report items that took effect.",
+                &self.items_applied,
+            ),
+            (
+                "tributary_reports_fenced_total",
+                "Stale or duplicate report items ignored.",
+                &self.fenced,
+            ),
             ("tributary_fan_ins_total", "Fan-ins fired.", &self.fan_ins),
-            ("tributary_children_created_total", "Child jobs created.", &self.children_created),
-            ("tributary_tasks_published_total", "Tasks published with a confirm.", &self.tasks_published),
-            ("tributary_dead_letters_total", "Reports dead-lettered as unreadable.", &self.dead_lettered),
-            ("tributary_jobs_submitted_total", "Root jobs submitted.", &self.jobs_submitted),
+            (
+                "tributary_children_created_total",
+                "Child jobs created.",
+                &self.children_created,
+            ),
+            (
+                "tributary_tasks_published_total",
+                "Tasks published with a confirm.",
+                &self.tasks_published,
+            ),
+            (
+                "tributary_dead_letters_total",
+                "Reports dead-lettered as unreadable.",
+                &self.dead_lettered,
+            ),
+            (
+                "tributary_jobs_submitted_total",
+                "Root jobs submitted.",
+                &self.jobs_submitted,
+            ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
         }
         out
     }

@@ -50,7 +50,11 @@ pub struct ApplierConfig {
 
 impl Default for ApplierConfig {
     fn default() -> Self {
-        Self { max_batch: 500, linger: Duration::from_millis(2), backoff: Backoff::default() }
+        Self {
+            max_batch: 500,
+            linger: Duration::from_millis(2),
+            backoff: Backoff::default(),
+        }
     }
 }
 
@@ -80,8 +84,18 @@ pub struct Applier {
 
 impl Applier {
     /// An applier writing to `pool` and waking the relay when it queues work.
-    pub fn new(pool: PgPool, config: ApplierConfig, metrics: Arc<Metrics>, relay_wake: Arc<Notify>) -> Self {
-        Self { pool, config, metrics, relay_wake }
+    pub fn new(
+        pool: PgPool,
+        config: ApplierConfig,
+        metrics: Arc<Metrics>,
+        relay_wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            pool,
+            config,
+            metrics,
+            relay_wake,
+        }
     }
 
     /// Applies `items` in one transaction, running it again on a deadlock.
@@ -116,22 +130,42 @@ impl Applier {
         // Spawn batches first: only new ones create children and count.
         let mut batches = Vec::new();
         for item in items {
-            if let ReportItem::Spawned { token, batch, children, .. } = item
+            if let ReportItem::Spawned {
+                token,
+                batch,
+                children,
+                ..
+            } = item
                 && plan.accepts_spawn(token)
             {
-                batches.push((token.job_id, token.seq as i32, *batch as i32, children.len() as i32));
+                batches.push((
+                    token.job_id,
+                    token.seq as i32,
+                    *batch as i32,
+                    children.len() as i32,
+                ));
             }
         }
         let new_batches = store::insert_spawn_batches(&mut tx, &batches).await?;
         let mut children = NewChildren::default();
         let mut seen = HashSet::new();
         for item in items {
-            let ReportItem::Spawned { token, batch, first_index, children: specs } = item else { continue };
+            let ReportItem::Spawned {
+                token,
+                batch,
+                first_index,
+                children: specs,
+            } = item
+            else {
+                continue;
+            };
             let key = (token.job_id, token.seq as i32, *batch as i32);
             if !new_batches.contains(&key) || !seen.insert(key) {
                 continue;
             }
-            let Some(parent) = plan.jobs.get(&token.job_id) else { continue };
+            let Some(parent) = plan.jobs.get(&token.job_id) else {
+                continue;
+            };
             for (i, spec) in specs.iter().enumerate() {
                 let options = spec.options.clone().unwrap_or_default();
                 children.id.push(Uuid::now_v7());
@@ -141,10 +175,18 @@ impl Applier {
                 children.child_index.push((*first_index + i as u64) as i64);
                 children.kind.push(spec.kind.clone());
                 children.input.push(spec.input.to_vec());
-                children.phase.push(options.phase.unwrap_or_else(|| ENTRY_PHASE.to_owned()));
-                children.max_attempts.push(options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS) as i32);
-                children.max_child_failures.push(options.max_child_failures.map(|m| m as i32));
-                children.failure_action.push(action_name(options.failure_action.unwrap_or_default()).to_owned());
+                children
+                    .phase
+                    .push(options.phase.unwrap_or_else(|| ENTRY_PHASE.to_owned()));
+                children
+                    .max_attempts
+                    .push(options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS) as i32);
+                children
+                    .max_child_failures
+                    .push(options.max_child_failures.map(|m| m as i32));
+                children
+                    .failure_action
+                    .push(action_name(options.failure_action.unwrap_or_default()).to_owned());
             }
             plan.tree_delta(parent.row.root_id, JobStatus::Pending, specs.len() as i64);
         }
@@ -171,11 +213,11 @@ impl Applier {
         }
 
         let applied = plan.applied;
-        let (writes, phases, logs, deltas) = plan.into_writes();
-        store::write_jobs(&mut tx, writes).await?;
-        store::insert_phases(&mut tx, phases).await?;
-        store::insert_logs(&mut tx, &logs).await?;
-        store::add_tree_deltas(&mut tx, &deltas).await?;
+        let writes = plan.into_writes();
+        store::write_jobs(&mut tx, writes.jobs).await?;
+        store::insert_phases(&mut tx, writes.phases).await?;
+        store::insert_logs(&mut tx, &writes.logs).await?;
+        store::add_tree_deltas(&mut tx, &writes.tree).await?;
         store::add_counter(&mut tx, "fenced_reports", applied.fenced as i64).await?;
         tx.commit().await?;
         Ok(applied)
@@ -198,12 +240,19 @@ impl Applier {
         }
     }
 
-    async fn consume(&self, amqp_url: &str, topology: &Topology, cancel: &CancellationToken) -> Result<(), broker::BrokerError> {
+    async fn consume(
+        &self,
+        amqp_url: &str,
+        topology: &Topology,
+        cancel: &CancellationToken,
+    ) -> Result<(), broker::BrokerError> {
         let conn = broker::connect(amqp_url, "tributary-coordinator-applier", cancel).await?;
         let channel = conn.create_channel().await?;
         broker::declare_base(&channel, topology).await?;
         let prefetch = u16::try_from(self.config.max_batch * 2).unwrap_or(u16::MAX);
-        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
         let mut consumer = channel
             .basic_consume(
                 topology.reports_queue().into(),
@@ -218,7 +267,9 @@ impl Applier {
                 _ = cancel.cancelled() => break,
                 d = consumer.next() => d,
             };
-            let Some(first) = first else { return Err(broker::BrokerError::Cancelled) };
+            let Some(first) = first else {
+                return Err(broker::BrokerError::Cancelled);
+            };
             let mut deliveries = vec![first?];
             let deadline = tokio::time::sleep(self.config.linger);
             tokio::pin!(deadline);
@@ -245,7 +296,9 @@ impl Applier {
                             delivery.data.len()
                         );
                         self.metrics.dead_lettered();
-                        delivery.reject(BasicRejectOptions { requeue: false }).await?;
+                        delivery
+                            .reject(BasicRejectOptions { requeue: false })
+                            .await?;
                     }
                 }
             }
@@ -256,7 +309,10 @@ impl Applier {
                 match self.apply(&items).await {
                     Ok(_) => break,
                     Err(e) => {
-                        tracing::warn!("cannot apply a batch of {} report items: {e}; retrying in {delay:?}", items.len());
+                        tracing::warn!(
+                            "cannot apply a batch of {} report items: {e}; retrying in {delay:?}",
+                            items.len()
+                        );
                         tokio::select! {
                             _ = cancel.cancelled() => return Ok(()),
                             _ = tokio::time::sleep(delay) => {}
@@ -332,7 +388,10 @@ impl JobPlan {
         self.row.phase_seq == token.seq as i32
             && self.row.attempt == token.attempt as i32
             && matches!(self.status, JobStatus::Pending | JobStatus::Running)
-            && matches!(self.phase_status, PhaseStatus::NotStarted | PhaseStatus::Running)
+            && matches!(
+                self.phase_status,
+                PhaseStatus::NotStarted | PhaseStatus::Running
+            )
     }
 
     fn counts(&self) -> ChildCounts {
@@ -367,6 +426,14 @@ impl JobPlan {
             self.dirty = true;
         }
     }
+}
+
+/// What a batch writes.
+struct Writes {
+    jobs: JobWrites,
+    phases: PhaseRows,
+    logs: Vec<(Uuid, String, String)>,
+    tree: Vec<(Uuid, TreeDelta)>,
 }
 
 /// The in-memory plan of one batch.
@@ -410,7 +477,10 @@ impl Plan {
         // phase and number, so a re-executed phase re-sends the same ones.
         self.jobs.get(&token.job_id).is_some_and(|j| {
             j.row.phase_seq == token.seq as i32
-                && matches!(j.status, JobStatus::Pending | JobStatus::Running | JobStatus::Waiting)
+                && matches!(
+                    j.status,
+                    JobStatus::Pending | JobStatus::Running | JobStatus::Waiting
+                )
         })
     }
 
@@ -430,7 +500,9 @@ impl Plan {
     /// Moves a job and its current phase by one event each; an illegal move
     /// changes nothing and is logged (it means a bug, not bad input).
     fn step(&mut self, id: Uuid, job_event: JobEvent, phase_event: Option<PhaseEvent>) -> bool {
-        let Some(job) = self.jobs.get_mut(&id) else { return false };
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return false;
+        };
         let next_phase = match phase_event.map(|e| job.phase_status.apply(e)).transpose() {
             Ok(p) => p,
             Err(e) => {
@@ -463,7 +535,9 @@ impl Plan {
     }
 
     fn record_phase(&mut self, id: Uuid, status: PhaseStatus, error: Option<String>) {
-        let Some(job) = self.jobs.get(&id) else { return };
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
         self.phases.job_id.push(id);
         self.phases.seq.push(job.row.phase_seq);
         self.phases.attempt.push(job.row.attempt);
@@ -472,7 +546,12 @@ impl Plan {
         self.phases.error.push(error);
     }
 
-    fn apply(&mut self, item: &ReportItem, new_batches: &HashSet<(Uuid, i32, i32)>, counted: &mut HashSet<(Uuid, i32, i32)>) {
+    fn apply(
+        &mut self,
+        item: &ReportItem,
+        new_batches: &HashSet<(Uuid, i32, i32)>,
+        counted: &mut HashSet<(Uuid, i32, i32)>,
+    ) {
         let token = *item.token();
         let Some(job) = self.jobs.get_mut(&token.job_id) else {
             tracing::warn!(%token, "report for an unknown job ignored");
@@ -489,7 +568,9 @@ impl Plan {
                 job.started = true;
                 self.step(token.job_id, JobEvent::Start, Some(PhaseEvent::Start));
             }
-            ReportItem::Spawned { batch, children, .. } => {
+            ReportItem::Spawned {
+                batch, children, ..
+            } => {
                 let key = (token.job_id, token.seq as i32, *batch as i32);
                 if !new_batches.contains(&key) || !counted.insert(key) {
                     self.applied.fenced += 1;
@@ -508,7 +589,12 @@ impl Plan {
                 job.state = Some(Some(state.to_vec()));
                 job.dirty = true;
             }
-            ReportItem::Progress { done, total, message, .. } => {
+            ReportItem::Progress {
+                done,
+                total,
+                message,
+                ..
+            } => {
                 if !job.is_current(&token) {
                     self.applied.fenced += 1;
                     return;
@@ -517,7 +603,8 @@ impl Plan {
                 job.dirty = true;
             }
             ReportItem::Log { level, message, .. } => {
-                self.logs.push((token.job_id, level.clone(), message.clone()));
+                self.logs
+                    .push((token.job_id, level.clone(), message.clone()));
             }
             ReportItem::Finished { outcome, .. } => {
                 if !job.is_current(&token) {
@@ -563,7 +650,9 @@ impl Plan {
                 }
             }
             Outcome::Fail { error, retryable } => {
-                let Some(job) = self.jobs.get(&id) else { return };
+                let Some(job) = self.jobs.get(&id) else {
+                    return;
+                };
                 if *retryable && job.row.attempt < job.row.max_attempts {
                     let retry = job.row.attempt as u32;
                     if self.step(id, JobEvent::Retry, Some(PhaseEvent::Retry)) {
@@ -589,7 +678,9 @@ impl Plan {
 
     /// Counts a job's ending into its parent.
     fn child_ended(&mut self, id: Uuid, status: JobStatus) {
-        let Some(parent_id) = self.jobs.get(&id).and_then(|j| j.row.parent_id) else { return };
+        let Some(parent_id) = self.jobs.get(&id).and_then(|j| j.row.parent_id) else {
+            return;
+        };
         let slot = match status {
             JobStatus::Completed => 0,
             JobStatus::Failed => 1,
@@ -601,9 +692,16 @@ impl Plan {
 
     /// Applies child endings to parents that are locked.
     fn flush_parent_deltas(&mut self) {
-        let ready: Vec<Uuid> = self.parent_deltas.keys().filter(|p| self.jobs.contains_key(p)).copied().collect();
+        let ready: Vec<Uuid> = self
+            .parent_deltas
+            .keys()
+            .filter(|p| self.jobs.contains_key(p))
+            .copied()
+            .collect();
         for parent_id in ready {
-            let Some([c, f, x]) = self.parent_deltas.remove(&parent_id) else { continue };
+            let Some([c, f, x]) = self.parent_deltas.remove(&parent_id) else {
+                continue;
+            };
             if let Some(parent) = self.jobs.get_mut(&parent_id) {
                 parent.row.children_completed += c;
                 parent.row.children_failed += f;
@@ -625,18 +723,28 @@ impl Plan {
     /// fires exactly once.
     fn settle_fan_ins(&mut self) {
         while let Some(id) = self.fan_in_check.pop() {
-            let Some(job) = self.jobs.get(&id) else { continue };
+            let Some(job) = self.jobs.get(&id) else {
+                continue;
+            };
             if !matches!(job.status, JobStatus::Running | JobStatus::Waiting) {
                 continue;
             }
-            let expected = if job.status == JobStatus::Waiting { job.row.children_expected.map(|e| e as u64) } else { None };
+            let expected = if job.status == JobStatus::Waiting {
+                job.row.children_expected.map(|e| e as u64)
+            } else {
+                None
+            };
             let counts = job.counts();
             let max = job.row.max_child_failures.map(|m| m as u32);
             let action = parse_action(&job.row.failure_action);
             match fanin::decide(expected, &counts, max, action) {
                 FanIn::Wait => {}
                 FanIn::Resume => {
-                    let then = job.row.resume_phase.clone().unwrap_or_else(|| ENTRY_PHASE.to_owned());
+                    let then = job
+                        .row
+                        .resume_phase
+                        .clone()
+                        .unwrap_or_else(|| ENTRY_PHASE.to_owned());
                     if self.step(id, JobEvent::FanIn, None) {
                         if let Some(job) = self.jobs.get_mut(&id) {
                             job.queue_phase(then, 0);
@@ -646,7 +754,8 @@ impl Plan {
                     }
                 }
                 FanIn::Fail => {
-                    let phase_event = (job.phase_status != PhaseStatus::Completed).then_some(PhaseEvent::Fail);
+                    let phase_event =
+                        (job.phase_status != PhaseStatus::Completed).then_some(PhaseEvent::Fail);
                     let error = format!(
                         "{} children failed, more than max_child_failures = {}",
                         counts.failed,
@@ -677,7 +786,7 @@ impl Plan {
         }
     }
 
-    fn into_writes(self) -> (JobWrites, PhaseRows, Vec<(Uuid, String, String)>, Vec<(Uuid, TreeDelta)>) {
+    fn into_writes(self) -> Writes {
         let mut w = JobWrites::default();
         for job in self.jobs.into_values().filter(|j| j.dirty) {
             w.id.push(job.row.id);
@@ -703,13 +812,25 @@ impl Plan {
             w.children_failed.push(job.row.children_failed);
             w.children_cancelled.push(job.row.children_cancelled);
             w.set_progress.push(job.progress.is_some());
-            let (d, t, m) = job.progress.map(|(d, t, m)| (Some(d), Some(t), Some(m))).unwrap_or_default();
+            let (d, t, m) = job
+                .progress
+                .map(|(d, t, m)| (Some(d), Some(t), Some(m)))
+                .unwrap_or_default();
             w.progress_done.push(d);
             w.progress_total.push(t);
             w.progress_message.push(m);
             w.finished.push(job.finished);
         }
-        let deltas = self.tree.into_iter().filter(|(_, d)| d.iter().any(|v| *v != 0)).collect();
-        (w, self.phases, self.logs, deltas)
+        let deltas = self
+            .tree
+            .into_iter()
+            .filter(|(_, d)| d.iter().any(|v| *v != 0))
+            .collect();
+        Writes {
+            jobs: w,
+            phases: self.phases,
+            logs: self.logs,
+            tree: deltas,
+        }
     }
 }

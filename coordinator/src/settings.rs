@@ -1,11 +1,17 @@
 //! Coordinator configuration: environment variables, overridden by flags.
 
 use clap::Parser;
-use tributary_common::config::{DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, DEFAULT_LISTEN, DEFAULT_NAMESPACE};
+use tributary_common::config::{
+    DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, DEFAULT_LISTEN, DEFAULT_NAMESPACE,
+};
 
 /// Settings of one coordinator process.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "tributary-coordinator", version, about = "Tributary coordinator: API, dispatch and fan-in")]
+#[command(
+    name = "tributary-coordinator",
+    version,
+    about = "Tributary coordinator: API, dispatch and fan-in"
+)]
 pub struct Settings {
     /// Address the HTTP API listens on (port 0 picks a free port).
     #[arg(long, env = "TRIBUTARY_LISTEN", default_value = DEFAULT_LISTEN)]

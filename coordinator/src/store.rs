@@ -40,7 +40,9 @@ impl StoreError {
     /// run again.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Db(sqlx::Error::Database(e)) => matches!(e.code().as_deref(), Some("40P01" | "40001")),
+            Self::Db(sqlx::Error::Database(e)) => {
+                matches!(e.code().as_deref(), Some("40P01" | "40001"))
+            }
             _ => false,
         }
     }
@@ -55,9 +57,15 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// backoff and logging each failure in one line until `cancel` fires, then
 /// runs the migrations under sqlx's advisory lock, so replicas starting
 /// together migrate once.
-pub async fn connect(url: &str, max_connections: u32, cancel: &CancellationToken) -> Result<PgPool> {
-    let options = PgConnectOptions::from_str(url)
-        .map_err(|e| StoreError::BadUrl { url: mask_url(url), reason: e.to_string() })?;
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    cancel: &CancellationToken,
+) -> Result<PgPool> {
+    let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl {
+        url: mask_url(url),
+        reason: e.to_string(),
+    })?;
     let mut delay = Duration::from_millis(200);
     let mut tries = 0u32;
     loop {
@@ -86,18 +94,24 @@ pub async fn connect(url: &str, max_connections: u32, cancel: &CancellationToken
 }
 
 async fn try_connect(options: &PgConnectOptions, max_connections: u32) -> Result<PgPool> {
-    let pool_options = PgPoolOptions::new().max_connections(max_connections).acquire_timeout(Duration::from_secs(10));
+    let pool_options = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10));
     match pool_options.clone().connect_with(options.clone()).await {
         Ok(pool) => Ok(pool),
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
             // The database does not exist yet: create it from the maintenance database.
             let name = options.get_database().unwrap_or("tributary").to_owned();
-            let admin = PgPoolOptions::new().max_connections(1).connect_with(options.clone().database("postgres")).await?;
+            let admin = PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone().database("postgres"))
+                .await?;
             let sql = format!("create database \"{}\"", name.replace('"', "\"\""));
             match admin.execute(sqlx::AssertSqlSafe(sql)).await {
                 Ok(_) => tracing::info!(database = %name, "created database"),
                 // Another replica created it first.
-                Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
+                Err(sqlx::Error::Database(e))
+                    if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
                 Err(e) => return Err(e.into()),
             }
             admin.close().await;
@@ -141,7 +155,10 @@ pub async fn insert_root(pool: &PgPool, job: &NewRoot<'_>) -> Result<()> {
     .bind(job.failure_action)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("insert into tree_summary (root_id, pending) values ($1, 1)").bind(job.id).execute(&mut *tx).await?;
+    sqlx::query("insert into tree_summary (root_id, pending) values ($1, 1)")
+        .bind(job.id)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -200,7 +217,10 @@ macro_rules! locked_columns {
 
 /// Locks `ids` and their parents, in id order (so concurrent batches cannot
 /// deadlock on them), and reads them.
-pub async fn lock_jobs_and_parents(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> Result<Vec<LockedJob>> {
+pub async fn lock_jobs_and_parents(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[Uuid],
+) -> Result<Vec<LockedJob>> {
     let rows = sqlx::query_as::<_, LockedJob>(
         concat!(
             "select ",
@@ -219,9 +239,11 @@ pub async fn lock_jobs_and_parents(tx: &mut Transaction<'_, Postgres>, ids: &[Uu
 
 /// Locks and reads `ids` (parents reached late, e.g. a grandparent).
 pub async fn lock_jobs(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> Result<Vec<LockedJob>> {
-    let rows = sqlx::query_as::<_, LockedJob>(
-        concat!("select ", locked_columns!(), " from jobs where id = any($1) order by id for update"),
-    )
+    let rows = sqlx::query_as::<_, LockedJob>(concat!(
+        "select ",
+        locked_columns!(),
+        " from jobs where id = any($1) order by id for update"
+    ))
     .bind(ids)
     .fetch_all(&mut **tx)
     .await?;
@@ -250,12 +272,25 @@ pub async fn insert_spawn_batches(
     .fetch_all(&mut **tx)
     .await?;
     rows.iter()
-        .map(|r| Ok((r.try_get::<Uuid, _>(0)?, r.try_get::<i32, _>(1)?, r.try_get::<i32, _>(2)?)))
+        .map(|r| {
+            Ok((
+                r.try_get::<Uuid, _>(0)?,
+                r.try_get::<i32, _>(1)?,
+                r.try_get::<i32, _>(2)?,
+            ))
+        })
         .collect()
 }
 
-fn unzip4<A: Clone, B: Clone, C: Clone, D: Clone>(v: &[(A, B, C, D)]) -> (Vec<A>, Vec<B>, Vec<C>, Vec<D>) {
-    let mut out = (Vec::with_capacity(v.len()), Vec::with_capacity(v.len()), Vec::with_capacity(v.len()), Vec::with_capacity(v.len()));
+fn unzip4<A: Clone, B: Clone, C: Clone, D: Clone>(
+    v: &[(A, B, C, D)],
+) -> (Vec<A>, Vec<B>, Vec<C>, Vec<D>) {
+    let mut out = (
+        Vec::with_capacity(v.len()),
+        Vec::with_capacity(v.len()),
+        Vec::with_capacity(v.len()),
+        Vec::with_capacity(v.len()),
+    );
     for (a, b, c, d) in v {
         out.0.push(a.clone());
         out.1.push(b.clone());
@@ -485,7 +520,10 @@ pub async fn insert_phases(tx: &mut Transaction<'_, Postgres>, p: PhaseRows) -> 
 }
 
 /// Appends log lines.
-pub async fn insert_logs(tx: &mut Transaction<'_, Postgres>, logs: &[(Uuid, String, String)]) -> Result<()> {
+pub async fn insert_logs(
+    tx: &mut Transaction<'_, Postgres>,
+    logs: &[(Uuid, String, String)],
+) -> Result<()> {
     if logs.is_empty() {
         return Ok(());
     }
@@ -508,14 +546,25 @@ pub async fn insert_logs(tx: &mut Transaction<'_, Postgres>, logs: &[(Uuid, Stri
 pub type TreeDelta = [i64; 7];
 
 /// The status columns of `tree_summary`, in [`TreeDelta`] order.
-pub const STATUS_COLUMNS: [&str; 7] = ["pending", "running", "waiting", "paused", "completed", "failed", "cancelled"];
+pub const STATUS_COLUMNS: [&str; 7] = [
+    "pending",
+    "running",
+    "waiting",
+    "paused",
+    "completed",
+    "failed",
+    "cancelled",
+];
 
 /// Adds per-tree deltas, one statement for all trees in a batch.
-pub async fn add_tree_deltas(tx: &mut Transaction<'_, Postgres>, deltas: &[(Uuid, TreeDelta)]) -> Result<()> {
+pub async fn add_tree_deltas(
+    tx: &mut Transaction<'_, Postgres>,
+    deltas: &[(Uuid, TreeDelta)],
+) -> Result<()> {
     if deltas.is_empty() {
         return Ok(());
     }
-    let mut cols: Vec<Vec<i64>> = vec![Vec::with_capacity(deltas.len()); 7];
+    let mut cols: Vec<Vec<i64>> = (0..7).map(|_| Vec::with_capacity(deltas.len())).collect();
     let ids: Vec<Uuid> = deltas.iter().map(|d| d.0).collect();
     for (_, d) in deltas {
         for (i, v) in d.iter().enumerate() {
@@ -540,7 +589,11 @@ pub async fn add_tree_deltas(tx: &mut Transaction<'_, Postgres>, deltas: &[(Uuid
 }
 
 /// Adds to a durable counter.
-pub async fn add_counter(tx: &mut Transaction<'_, Postgres>, name: &'static str, by: i64) -> Result<()> {
+pub async fn add_counter(
+    tx: &mut Transaction<'_, Postgres>,
+    name: &'static str,
+    by: i64,
+) -> Result<()> {
     if by == 0 {
         return Ok(());
     }
@@ -557,8 +610,10 @@ pub async fn add_counter(tx: &mut Transaction<'_, Postgres>, name: &'static str,
 
 /// Reads a durable counter (0 when never written).
 pub async fn counter(pool: &PgPool, name: &str) -> Result<i64> {
-    let v: Option<i64> =
-        sqlx::query_scalar("select value from counters where name = $1").bind(name).fetch_optional(pool).await?;
+    let v: Option<i64> = sqlx::query_scalar("select value from counters where name = $1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
     Ok(v.unwrap_or(0))
 }
 
@@ -619,7 +674,10 @@ pub async fn mark_dispatched(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query("update jobs set dispatch_pending = false where id = any($1)").bind(ids).execute(&mut **tx).await?;
+    sqlx::query("update jobs set dispatch_pending = false where id = any($1)")
+        .bind(ids)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -741,7 +799,13 @@ pub struct ChildRow {
 
 /// One page of a parent's children in spawn order, after spawn index `after`.
 /// `seq` selects the fan-out (default: the latest).
-pub async fn children(pool: &PgPool, parent: Uuid, seq: Option<i32>, after: i64, limit: i64) -> Result<Vec<ChildRow>> {
+pub async fn children(
+    pool: &PgPool,
+    parent: Uuid,
+    seq: Option<i32>,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<ChildRow>> {
     let rows = sqlx::query_as::<_, ChildRow>(
         "select id, child_index, kind, status, output, error from jobs
          where parent_id = $1

@@ -1,1 +1,490 @@
-//! x
+//! The end-to-end test harness: [`TestCluster`] runs the real coordinator
+//! and worker binaries against the real RabbitMQ and Postgres of this
+//! machine, each cluster on its own database and its own namespace, so
+//! tests run in parallel and leave no residue.
+//!
+//! Set `TEST_LOG=1` to see the processes' logs on stderr.
+//!
+//! The binaries come from the same target directory as the test binary:
+//! the README's test command (`scripts/test`) builds them first.
+
+#![allow(missing_docs)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::Row;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+use tributary_common::topology::Topology;
+use uuid::Uuid;
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// Every kind the worker binary serves (their queues are deleted at the end).
+pub const KINDS: [&str; 5] = [
+    "bench.fanout",
+    "bench.leaf",
+    "demo.du",
+    "demo.wordcount",
+    "demo.wordcount.chunk",
+];
+
+/// Where the binaries are: the target directory of this test binary.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/e2e-<hash> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .to_path_buf();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --bins`; scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+fn log_target() -> Stdio {
+    if std::env::var_os("TEST_LOG").is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    }
+}
+
+/// Options of a cluster.
+#[derive(Clone)]
+pub struct ClusterOptions {
+    pub workers: usize,
+    pub concurrency: usize,
+    /// Extra environment for workers (fault switches).
+    pub worker_env: Vec<(String, String)>,
+    /// Extra environment for the coordinator.
+    pub coordinator_env: Vec<(String, String)>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            workers: 2,
+            concurrency: 16,
+            worker_env: Vec::new(),
+            coordinator_env: Vec::new(),
+        }
+    }
+}
+
+/// A coordinator and workers on a fresh database and namespace.
+pub struct TestCluster {
+    pub namespace: String,
+    pub database: String,
+    pub database_url: String,
+    pub url: String,
+    pub listen: String,
+    pub pool: PgPool,
+    pub http: reqwest::Client,
+    options: ClusterOptions,
+    coordinator: Option<Child>,
+    pub workers: Vec<Child>,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+impl TestCluster {
+    pub async fn start() -> Self {
+        Self::start_with(ClusterOptions::default()).await
+    }
+
+    pub async fn start_with(options: ClusterOptions) -> Self {
+        let id = Uuid::now_v7().simple().to_string();
+        let namespace = format!("t{}", &id[id.len() - 16..]);
+        let database = format!("trib_{namespace}");
+        let database_url = format!("{PG_SERVER}/{database}");
+        let listen = format!("127.0.0.1:{}", free_port());
+        let url = format!("http://{listen}");
+        let mut cluster = Self {
+            namespace,
+            database,
+            database_url: database_url.clone(),
+            url,
+            listen,
+            pool: PgPool::connect_lazy(&database_url).expect("pool"),
+            http: reqwest::Client::new(),
+            options: options.clone(),
+            coordinator: None,
+            workers: Vec::new(),
+        };
+        cluster.start_coordinator().await;
+        cluster.pool = PgPool::connect(&database_url)
+            .await
+            .expect("connect to the test database");
+        for _ in 0..options.workers {
+            cluster.start_worker().await;
+        }
+        cluster
+    }
+
+    /// Starts (or restarts) the coordinator on the cluster's port; returns
+    /// once it listens.
+    pub async fn start_coordinator(&mut self) {
+        let mut child = Command::new(bin("tributary-coordinator"))
+            .env("TRIBUTARY_LISTEN", &self.listen)
+            .env("TRIBUTARY_DATABASE_URL", &self.database_url)
+            .env("TRIBUTARY_AMQP_URL", AMQP_URL)
+            .env("TRIBUTARY_NAMESPACE", &self.namespace)
+            .envs(self.options.coordinator_env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(log_target())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the coordinator");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the coordinator did not start within 60 s")
+            .expect("read coordinator stdout");
+        assert!(
+            matches!(&line, Some(l) if l.starts_with("listening on")),
+            "coordinator said {line:?}"
+        );
+        // Keep draining stdout so the process never blocks on it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.coordinator = Some(child);
+    }
+
+    fn worker_command(&self) -> Command {
+        let mut cmd = Command::new(bin("tributary-worker"));
+        cmd.env("TRIBUTARY_AMQP_URL", AMQP_URL)
+            .env("TRIBUTARY_NAMESPACE", &self.namespace)
+            .env("TRIBUTARY_COORDINATOR_URL", &self.url)
+            .env(
+                "TRIBUTARY_CONCURRENCY",
+                self.options.concurrency.to_string(),
+            )
+            .env("TRIBUTARY_GRACE_SECS", "10")
+            .envs(self.options.worker_env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Starts one more worker and waits until it consumes.
+    pub async fn start_worker(&mut self) {
+        let mut child = self
+            .worker_command()
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start a worker");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let show = std::env::var_os("TEST_LOG").is_some();
+        let ready = async {
+            while let Ok(Some(l)) = lines.next_line().await {
+                if show {
+                    eprintln!("{l}");
+                }
+                if l.contains("worker consuming") {
+                    return true;
+                }
+            }
+            false
+        };
+        let ok = tokio::time::timeout(Duration::from_secs(60), ready)
+            .await
+            .unwrap_or(false);
+        assert!(ok, "a worker did not start consuming within 60 s");
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = lines.next_line().await {
+                if show {
+                    eprintln!("{l}");
+                }
+            }
+        });
+        self.workers.push(child);
+    }
+
+    /// SIGKILLs worker `i` and waits for it to die.
+    pub async fn kill_worker(&mut self, i: usize) {
+        let mut w = self.workers.remove(i);
+        w.kill().await.expect("kill worker");
+    }
+
+    /// SIGKILLs the coordinator.
+    pub async fn kill_coordinator(&mut self) {
+        if let Some(mut c) = self.coordinator.take() {
+            c.kill().await.expect("kill coordinator");
+        }
+    }
+
+    /// SIGTERMs the coordinator and returns its exit status.
+    pub async fn terminate_coordinator(&mut self) -> std::process::ExitStatus {
+        let mut c = self.coordinator.take().expect("a running coordinator");
+        signal(&c, "TERM");
+        tokio::time::timeout(Duration::from_secs(30), c.wait())
+            .await
+            .expect("coordinator exits on SIGTERM")
+            .expect("wait")
+    }
+
+    /// SIGTERMs worker `i` and returns its exit status.
+    pub async fn terminate_worker(&mut self, i: usize) -> std::process::ExitStatus {
+        let mut w = self.workers.remove(i);
+        signal(&w, "TERM");
+        tokio::time::timeout(Duration::from_secs(30), w.wait())
+            .await
+            .expect("worker exits on SIGTERM")
+            .expect("wait")
+    }
+
+    pub async fn submit(&self, kind: &str, input: Value) -> Uuid {
+        self.submit_with(kind, input, None).await
+    }
+
+    pub async fn submit_with(&self, kind: &str, input: Value, options: Option<Value>) -> Uuid {
+        let mut body = json!({ "kind": kind, "input": input });
+        if let Some(o) = options {
+            body["options"] = o;
+        }
+        let (status, answer) = self.post_json(&body).await;
+        assert_eq!(status, 201, "submission refused: {answer}");
+        answer["id"]
+            .as_str()
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .expect("an id")
+    }
+
+    pub async fn post_json(&self, body: &Value) -> (u16, Value) {
+        self.post_raw(body.to_string().into_bytes(), Some("application/json"))
+            .await
+    }
+
+    pub async fn post_raw(&self, body: Vec<u8>, content_type: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.post(format!("{}/v1/jobs", self.url)).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let resp = req.send().await.expect("POST /v1/jobs");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("GET");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn job(&self, id: Uuid) -> Value {
+        let (status, body) = self.get(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(status, 200, "GET job {id}: {body}");
+        body
+    }
+
+    /// Waits until job `id` is terminal; panics unless it ended `status`.
+    /// Survives the coordinator being down for a while (polls the database).
+    pub async fn wait_for(&self, id: Uuid, status: &str, timeout: Duration) -> Value {
+        let started = Instant::now();
+        loop {
+            let row: Option<(String,)> = sqlx::query_as("select status from jobs where id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .ok()
+                .flatten();
+            if let Some((s,)) = &row
+                && matches!(s.as_str(), "completed" | "failed" | "cancelled")
+            {
+                let job = self.job(id).await;
+                assert_eq!(job["status"], status, "job {id} ended otherwise: {job}");
+                return job;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "job {id} not terminal after {timeout:?}: {row:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Checks the invariants over the tree of `root`: every job terminal,
+    /// every parent's counters equal to its children's states, tree summary
+    /// equal to the rows, each phase completed at most once.
+    pub async fn assert_tree_exact(&self, root: Uuid) {
+        let open: i64 = sqlx::query_scalar(
+            "select count(*) from jobs where root_id = $1 and status not in ('completed', 'failed', 'cancelled')",
+        )
+        .bind(root)
+        .fetch_one(&self.pool)
+        .await
+        .expect("count open");
+        assert_eq!(open, 0, "jobs of tree {root} are not terminal");
+        let rows = sqlx::query(
+            "select p.id, p.children_total, p.children_completed, p.children_failed, p.children_cancelled,
+                    count(c.id), count(c.id) filter (where c.status = 'completed'),
+                    count(c.id) filter (where c.status = 'failed'), count(c.id) filter (where c.status = 'cancelled')
+             from jobs p join jobs c on c.parent_id = p.id and c.parent_seq = p.fanout_seq
+             where p.root_id = $1
+             group by p.id",
+        )
+        .bind(root)
+        .fetch_all(&self.pool)
+        .await
+        .expect("counters");
+        for r in rows {
+            let id: Uuid = r.get(0);
+            let counters: (i64, i64, i64, i64) = (r.get(1), r.get(2), r.get(3), r.get(4));
+            let actual: (i64, i64, i64, i64) = (r.get(5), r.get(6), r.get(7), r.get(8));
+            assert_eq!(
+                counters, actual,
+                "parent {id}: counters (total, completed, failed, cancelled) differ from its children"
+            );
+        }
+        let twice: i64 = sqlx::query_scalar(
+            "select count(*) from (select job_id, seq from phases
+                                   where status = 'completed' and job_id in (select id from jobs where root_id = $1)
+                                   group by job_id, seq having count(*) > 1) t",
+        )
+        .bind(root)
+        .fetch_one(&self.pool)
+        .await
+        .expect("phases");
+        assert_eq!(twice, 0, "a phase of tree {root} completed more than once");
+        let summary = sqlx::query(
+            "select pending, running, waiting, paused, completed, failed, cancelled from tree_summary where root_id = $1",
+        )
+        .bind(root)
+        .fetch_one(&self.pool)
+        .await
+        .expect("tree summary");
+        let actual = sqlx::query(
+            "select count(*) filter (where status = 'completed'), count(*) filter (where status = 'failed'),
+                    count(*) filter (where status = 'cancelled'), count(*)
+             from jobs where root_id = $1",
+        )
+        .bind(root)
+        .fetch_one(&self.pool)
+        .await
+        .expect("actual");
+        let got: Vec<i64> = (0..7).map(|i| summary.get::<i64, _>(i)).collect();
+        assert_eq!(
+            got[..4],
+            [0, 0, 0, 0],
+            "tree summary shows open jobs: {got:?}"
+        );
+        assert_eq!(
+            (got[4], got[5], got[6]),
+            (
+                actual.get::<i64, _>(0),
+                actual.get::<i64, _>(1),
+                actual.get::<i64, _>(2)
+            ),
+            "tree summary differs from the rows"
+        );
+    }
+
+    /// Messages left in the task queues.
+    pub async fn task_queue_depth(&self) -> u32 {
+        let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+            .await
+            .expect("amqp");
+        let ch = conn.create_channel().await.expect("channel");
+        let topology = Topology::new(&self.namespace).expect("namespace");
+        let mut depth = 0;
+        for kind in KINDS {
+            let q = ch
+                .queue_declare(
+                    topology.task_queue(kind).into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await;
+            if let Ok(q) = q {
+                depth += q.message_count();
+            } else {
+                break;
+            }
+        }
+        let _ = conn.close(200, "done".into()).await;
+        depth
+    }
+
+    pub async fn fenced(&self) -> i64 {
+        let (_, stats) = self.get("/v1/stats").await;
+        stats["fenced_reports"].as_i64().expect("fenced_reports")
+    }
+
+    /// Stops every process, deletes the namespace's queues and exchanges
+    /// and drops the database.
+    pub async fn shutdown(mut self) {
+        for w in &mut self.workers {
+            let _ = w.kill().await;
+        }
+        if let Some(mut c) = self.coordinator.take() {
+            let _ = c.kill().await;
+        }
+        self.pool.close().await;
+        let cancel = CancellationToken::new();
+        if let Ok(conn) = tributary_common::broker::connect(AMQP_URL, "test-cleanup", &cancel).await
+            && let Ok(ch) = conn.create_channel().await
+        {
+            let topology = Topology::new(&self.namespace).expect("namespace");
+            let mut queues: Vec<String> = KINDS.iter().map(|k| topology.task_queue(k)).collect();
+            queues.extend([topology.reports_queue(), topology.dead_letter_queue()]);
+            for q in queues {
+                let _ = ch
+                    .queue_delete(q.into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            for e in [topology.tasks_exchange(), topology.dead_letter_exchange()] {
+                let _ = ch
+                    .exchange_delete(e.into(), ExchangeDeleteOptions::default())
+                    .await;
+            }
+            let _ = conn.close(200, "done".into()).await;
+        }
+        if let Ok(admin) = PgPool::connect(&format!("{PG_SERVER}/postgres")).await {
+            let sql = format!("drop database if exists \"{}\" with (force)", self.database);
+            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
+            admin.close().await;
+        }
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill")
+            .args([format!("-{sig}"), pid.to_string()])
+            .status();
+    }
+}

@@ -45,12 +45,24 @@ impl Context {
         coordinator_url: String,
         cancel: CancellationToken,
     ) -> Self {
-        let restored = task.state.as_ref().and_then(|s| wire::from_payload::<Checkpoint>(s).ok());
+        let restored = task
+            .state
+            .as_ref()
+            .and_then(|s| wire::from_payload::<Checkpoint>(s).ok());
         let (next_batch, spawned, user_state) = match restored {
             Some(c) => (c.batch, c.spawned, c.user),
             None => (0, 0, None),
         };
-        Self { task, reporter, http, coordinator_url, cancel, next_batch, spawned, user_state }
+        Self {
+            task,
+            reporter,
+            http,
+            coordinator_url,
+            cancel,
+            next_batch,
+            spawned,
+            user_state,
+        }
     }
 
     /// The job.
@@ -82,23 +94,34 @@ impl Context {
     pub fn state<S: DeserializeOwned>(&self) -> Result<Option<S>, PhaseError> {
         self.user_state
             .as_ref()
-            .map(|s| wire::from_payload(s).map_err(|e| PhaseError::permanent(format!("checkpoint: {e}"))))
+            .map(|s| {
+                wire::from_payload(s).map_err(|e| PhaseError::permanent(format!("checkpoint: {e}")))
+            })
             .transpose()
     }
 
     /// Saves progress; returns once the coordinator's queue holds it. A
     /// retried or redelivered execution of this phase starts from it.
     pub async fn checkpoint<S: Serialize>(&mut self, state: &S) -> Result<(), PhaseError> {
-        let user = wire::to_payload(state).map_err(|e| PhaseError::permanent(format!("checkpoint: {e}")))?;
+        let user = wire::to_payload(state)
+            .map_err(|e| PhaseError::permanent(format!("checkpoint: {e}")))?;
         self.user_state = Some(user.clone());
         self.save_position().await
     }
 
     async fn save_position(&mut self) -> Result<(), PhaseError> {
-        let checkpoint = Checkpoint { batch: self.next_batch, spawned: self.spawned, user: self.user_state.clone() };
-        let state = wire::to_payload(&checkpoint).map_err(|e| PhaseError::permanent(format!("checkpoint: {e}")))?;
+        let checkpoint = Checkpoint {
+            batch: self.next_batch,
+            spawned: self.spawned,
+            user: self.user_state.clone(),
+        };
+        let state = wire::to_payload(&checkpoint)
+            .map_err(|e| PhaseError::permanent(format!("checkpoint: {e}")))?;
         self.reporter
-            .send_confirmed(ReportItem::Checkpoint { token: self.task.token, state })
+            .send_confirmed(ReportItem::Checkpoint {
+                token: self.task.token,
+                state,
+            })
             .await
             .map_err(|e| PhaseError::retryable(e.to_string()))
     }
@@ -113,8 +136,16 @@ impl Context {
         while children.peek().is_some() {
             let chunk: Vec<_> = children.by_ref().take(SPAWN_CHUNK).collect();
             let n = chunk.len() as u64;
-            let item = ReportItem::Spawned { token: self.task.token, batch: self.next_batch, first_index: self.spawned, children: chunk };
-            self.reporter.send_confirmed(item).await.map_err(|e| PhaseError::retryable(e.to_string()))?;
+            let item = ReportItem::Spawned {
+                token: self.task.token,
+                batch: self.next_batch,
+                first_index: self.spawned,
+                children: chunk,
+            };
+            self.reporter
+                .send_confirmed(item)
+                .await
+                .map_err(|e| PhaseError::retryable(e.to_string()))?;
             self.next_batch += 1;
             self.spawned += n;
         }
@@ -128,12 +159,21 @@ impl Context {
 
     /// Reports progress (shown by the status API and `tributary watch`).
     pub fn progress(&self, done: u64, total: u64, message: impl Into<String>) {
-        self.reporter.send(ReportItem::Progress { token: self.task.token, done, total, message: message.into() });
+        self.reporter.send(ReportItem::Progress {
+            token: self.task.token,
+            done,
+            total,
+            message: message.into(),
+        });
     }
 
     /// Appends a line to the job's log.
     pub fn log(&self, level: &str, message: impl Into<String>) {
-        self.reporter.send(ReportItem::Log { token: self.task.token, level: level.to_owned(), message: message.into() });
+        self.reporter.send(ReportItem::Log {
+            token: self.task.token,
+            level: level.to_owned(),
+            message: message.into(),
+        });
     }
 
     /// Whether the worker is shutting down: a long phase should checkpoint
@@ -150,7 +190,12 @@ impl Context {
     /// In the phase after a fan-in: the children's results, in spawn order,
     /// a page at a time (read through the coordinator's API).
     pub fn children<T: DeserializeOwned>(&self) -> ChildResults<'_, T> {
-        ChildResults { ctx: self, after: -1, done: self.task.fanout_seq.is_none(), _t: std::marker::PhantomData }
+        ChildResults {
+            ctx: self,
+            after: -1,
+            done: self.task.fanout_seq.is_none(),
+            _t: std::marker::PhantomData,
+        }
     }
 
     pub(crate) fn into_spawned(self) -> u64 {
@@ -192,11 +237,14 @@ impl<T: DeserializeOwned> ChildResults<'_, T> {
         );
         let response = self.ctx.http.get(&url).send().await?;
         if !response.status().is_success() {
-            return Err(PhaseError::retryable(format!("reading children results: {} from {url}", response.status())));
+            return Err(PhaseError::retryable(format!(
+                "reading children results: {} from {url}",
+                response.status()
+            )));
         }
         let bytes = response.bytes().await?;
-        let page: Vec<ChildResult> =
-            wire::decode(&bytes).map_err(|e| PhaseError::retryable(format!("children results: {e}")))?;
+        let page: Vec<ChildResult> = wire::decode(&bytes)
+            .map_err(|e| PhaseError::retryable(format!("children results: {e}")))?;
         if page.len() < RESULTS_PAGE {
             self.done = true;
         }
@@ -209,12 +257,17 @@ impl<T: DeserializeOwned> ChildResults<'_, T> {
         page.into_iter()
             .map(|c| {
                 let result = match (c.status.as_str(), c.output) {
-                    ("completed", Some(out)) => Ok(wire::from_payload::<T>(&out)
-                        .map_err(|e| PhaseError::permanent(format!("child {} output: {e}", c.id)))?),
+                    ("completed", Some(out)) => Ok(wire::from_payload::<T>(&out).map_err(|e| {
+                        PhaseError::permanent(format!("child {} output: {e}", c.id))
+                    })?),
                     ("cancelled", _) => Err("cancelled".to_owned()),
                     (status, _) => Err(c.error.unwrap_or_else(|| status.to_owned())),
                 };
-                Ok(ChildOutcome { id: c.id, index: c.index, result })
+                Ok(ChildOutcome {
+                    id: c.id,
+                    index: c.index,
+                    result,
+                })
             })
             .collect::<Result<Vec<_>, PhaseError>>()
             .map(Some)

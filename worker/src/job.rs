@@ -80,7 +80,10 @@ impl<O> Step<O> {
 
     /// [`Step::Spawn`].
     pub fn spawn(children: Vec<Child>, then: impl Into<String>) -> Self {
-        Self::Spawn { children, then: then.into() }
+        Self::Spawn {
+            children,
+            then: then.into(),
+        }
     }
 
     /// [`Step::Wait`].
@@ -106,8 +109,15 @@ impl Child {
 
     /// A child of a kind named at run time (possibly served by another worker).
     pub fn of_kind(kind: &str, input: &impl Serialize) -> Result<Self, PhaseError> {
-        let input = wire::to_payload(input).map_err(|e| PhaseError::permanent(format!("child input: {e}")))?;
-        Ok(Self { spec: ChildSpec { kind: kind.to_owned(), input, options: None } })
+        let input = wire::to_payload(input)
+            .map_err(|e| PhaseError::permanent(format!("child input: {e}")))?;
+        Ok(Self {
+            spec: ChildSpec {
+                kind: kind.to_owned(),
+                input,
+                options: None,
+            },
+        })
     }
 
     /// Sets the child's options (attempts, fan-in policy of its own children).
@@ -129,12 +139,18 @@ pub struct PhaseError {
 impl PhaseError {
     /// A failure another attempt may fix.
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: true }
+        Self {
+            message: message.into(),
+            retryable: true,
+        }
     }
 
     /// A failure no attempt will fix.
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: false }
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
     }
 
     /// What went wrong.

@@ -20,7 +20,12 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A [`Job`] with its types erased.
 pub(crate) trait ErasedJob: Send + Sync {
     fn start(&self) -> &'static str;
-    fn run<'a>(&'a self, phase: &'a str, input: &'a [u8], ctx: &'a mut Context) -> BoxFuture<'a, Result<RawStep, PhaseError>>;
+    fn run<'a>(
+        &'a self,
+        phase: &'a str,
+        input: &'a [u8],
+        ctx: &'a mut Context,
+    ) -> BoxFuture<'a, Result<RawStep, PhaseError>>;
 }
 
 impl<J: Job> ErasedJob for J {
@@ -28,7 +33,12 @@ impl<J: Job> ErasedJob for J {
         J::START
     }
 
-    fn run<'a>(&'a self, phase: &'a str, input: &'a [u8], ctx: &'a mut Context) -> BoxFuture<'a, Result<RawStep, PhaseError>> {
+    fn run<'a>(
+        &'a self,
+        phase: &'a str,
+        input: &'a [u8],
+        ctx: &'a mut Context,
+    ) -> BoxFuture<'a, Result<RawStep, PhaseError>> {
         Box::pin(async move {
             let input: J::Input = wire::from_payload(input).map_err(|e| {
                 PhaseError::permanent(format!("input does not fit job kind {:?}: {e}", J::KIND))
@@ -36,7 +46,8 @@ impl<J: Job> ErasedJob for J {
             let step = Job::run(self, phase, input, ctx).await?;
             Ok(match step {
                 Step::Complete(output) => Step::Complete(
-                    wire::to_payload(&output).map_err(|e| PhaseError::permanent(format!("output: {e}")))?,
+                    wire::to_payload(&output)
+                        .map_err(|e| PhaseError::permanent(format!("output: {e}")))?,
                 ),
                 Step::Next(p) => Step::Next(p),
                 Step::Spawn { children, then } => Step::Spawn { children, then },

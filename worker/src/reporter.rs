@@ -47,8 +47,11 @@ impl Reporter {
     /// Queues an item and waits until the broker confirmed it.
     pub async fn send_confirmed(&self, item: ReportItem) -> Result<(), ReportError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send((item, Some(tx))).map_err(|_| ReportError("the reporter has stopped".into()))?;
-        rx.await.map_err(|_| ReportError("the reporter has stopped".into()))?
+        self.tx
+            .send((item, Some(tx)))
+            .map_err(|_| ReportError("the reporter has stopped".into()))?;
+        rx.await
+            .map_err(|_| ReportError("the reporter has stopped".into()))?
     }
 
     /// Whether every report is published twice (fault injection).
@@ -61,7 +64,12 @@ impl Reporter {
 /// [`Reporter`] is dropped or `cancel` fires; then unpublished items fail
 /// their waiters. When `duplicate` is set, every message is published twice
 /// (a fault-injection switch for tests of exactly-once effect).
-pub fn start(channel: Channel, topology: Topology, duplicate: bool, cancel: CancellationToken) -> Reporter {
+pub fn start(
+    channel: Channel,
+    topology: Topology,
+    duplicate: bool,
+    cancel: CancellationToken,
+) -> Reporter {
     let (tx, mut rx) = mpsc::unbounded_channel::<(ReportItem, Option<Waiter>)>();
     tokio::spawn(async move {
         let queue = topology.reports_queue();
@@ -104,7 +112,12 @@ pub fn start(channel: Channel, topology: Topology, duplicate: bool, cancel: Canc
     Reporter { tx, duplicate }
 }
 
-fn push(entry: (ReportItem, Option<Waiter>), items: &mut Vec<ReportItem>, waiters: &mut Vec<Waiter>, children: &mut usize) {
+fn push(
+    entry: (ReportItem, Option<Waiter>),
+    items: &mut Vec<ReportItem>,
+    waiters: &mut Vec<Waiter>,
+    children: &mut usize,
+) {
     if let ReportItem::Spawned { children: c, .. } = &entry.0 {
         *children += c.len();
     }
@@ -114,11 +127,18 @@ fn push(entry: (ReportItem, Option<Waiter>), items: &mut Vec<ReportItem>, waiter
     }
 }
 
-async fn publish(channel: &Channel, queue: &str, report: Report, duplicate: bool) -> Result<(), ReportError> {
+async fn publish(
+    channel: &Channel,
+    queue: &str,
+    report: Report,
+    duplicate: bool,
+) -> Result<(), ReportError> {
     let body = wire::encode(&report).map_err(|e| ReportError(e.to_string()))?;
     let copies = if duplicate { 2 } else { 1 };
     for _ in 0..copies {
-        let pending = broker::publish(channel, "", queue, &body, true).await.map_err(|e| ReportError(e.to_string()))?;
+        let pending = broker::publish(channel, "", queue, &body, true)
+            .await
+            .map_err(|e| ReportError(e.to_string()))?;
         tokio::time::timeout(Duration::from_secs(30), pending.confirmed())
             .await
             .map_err(|_| ReportError("confirm timed out".into()))?

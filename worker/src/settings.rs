@@ -10,7 +10,11 @@ use crate::worker::WorkerSettings;
 
 /// Flags and variables of the worker binary.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "tributary-worker", version, about = "Tributary worker: runs job phases")]
+#[command(
+    name = "tributary-worker",
+    version,
+    about = "Tributary worker: runs job phases"
+)]
 pub struct Settings {
     /// RabbitMQ URL.
     #[arg(long, env = "TRIBUTARY_AMQP_URL", default_value = DEFAULT_AMQP_URL)]
@@ -28,7 +32,11 @@ pub struct Settings {
     #[arg(long, env = "TRIBUTARY_GRACE_SECS", default_value_t = 30)]
     pub grace_secs: u64,
     /// Fault injection for tests: publish every report twice.
-    #[arg(long, env = "TRIBUTARY_FAULT_DUPLICATE_REPORTS", default_value_t = false)]
+    #[arg(
+        long,
+        env = "TRIBUTARY_FAULT_DUPLICATE_REPORTS",
+        default_value_t = false
+    )]
     pub duplicate_reports: bool,
     /// Print the served kinds and exit.
     #[arg(long)]

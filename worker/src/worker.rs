@@ -18,7 +18,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::stream::select_all;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    BasicRejectOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use tokio::sync::Semaphore;
@@ -84,7 +87,11 @@ impl Worker {
             return Err(WorkerError::NoKinds);
         }
         let topology = Topology::new(&settings.namespace)?;
-        Ok(Self { registry, settings, topology })
+        Ok(Self {
+            registry,
+            settings,
+            topology,
+        })
     }
 
     /// Runs until `cancel` fires, reconnecting (with backoff) whenever the
@@ -152,13 +159,19 @@ impl Worker {
         // close (unacked tasks go back to the queue).
         if let Some(l) = &links {
             for tag in &l.tags {
-                let _ = l.channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                let _ = l
+                    .channel
+                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                    .await;
             }
         }
         tracker.close();
         let in_flight = self.settings.concurrency - permits.available_permits();
         tracing::info!(in_flight, grace = ?self.settings.grace, "stopping: letting in-flight phases finish");
-        if tokio::time::timeout(self.settings.grace, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(self.settings.grace, tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("grace period over; unfinished phases go back to the queue");
             phase_cancel.cancel();
         }
@@ -172,15 +185,25 @@ impl Worker {
         &self,
         cancel: &CancellationToken,
     ) -> Result<(futures_util::stream::SelectAll<lapin::Consumer>, Links), BrokerError> {
-        let publish = broker::connect(&self.settings.amqp_url, "tributary-worker-publish", cancel).await?;
+        let publish =
+            broker::connect(&self.settings.amqp_url, "tributary-worker-publish", cancel).await?;
         let pub_channel = broker::confirm_channel(&publish).await?;
         broker::declare_base(&pub_channel, &self.topology).await?;
-        let reporter =
-            reporter::start(pub_channel, self.topology.clone(), self.settings.duplicate_reports, CancellationToken::new());
-        let consume = broker::connect(&self.settings.amqp_url, "tributary-worker-consume", cancel).await?;
+        let reporter = reporter::start(
+            pub_channel,
+            self.topology.clone(),
+            self.settings.duplicate_reports,
+            CancellationToken::new(),
+        );
+        let consume =
+            broker::connect(&self.settings.amqp_url, "tributary-worker-consume", cancel).await?;
         let channel = consume.create_channel().await?;
-        let prefetch = u16::try_from(self.settings.concurrency).unwrap_or(u16::MAX).max(1);
-        channel.basic_qos(prefetch, BasicQosOptions { global: false }).await?;
+        let prefetch = u16::try_from(self.settings.concurrency)
+            .unwrap_or(u16::MAX)
+            .max(1);
+        channel
+            .basic_qos(prefetch, BasicQosOptions { global: false })
+            .await?;
         let mut consumers = Vec::new();
         let mut tags = Vec::new();
         for kind in self.registry.kinds() {
@@ -196,7 +219,16 @@ impl Worker {
             tags.push(consumer.tag().to_string());
             consumers.push(consumer);
         }
-        Ok((select_all(consumers), Links { publish, consume, channel, reporter, tags }))
+        Ok((
+            select_all(consumers),
+            Links {
+                publish,
+                consume,
+                channel,
+                reporter,
+                tags,
+            },
+        ))
     }
 }
 
@@ -214,7 +246,10 @@ impl Execution {
         let task: Task = match wire::decode(&delivery.data) {
             Ok(t) => t,
             Err(e) => {
-                tracing::error!("dead-lettering a task that cannot be read ({} bytes): {e}", delivery.data.len());
+                tracing::error!(
+                    "dead-lettering a task that cannot be read ({} bytes): {e}",
+                    delivery.data.len()
+                );
                 let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
                 return;
             }
@@ -222,14 +257,31 @@ impl Execution {
         let token = task.token;
         let outcome = match self.registry.get(&task.kind) {
             None => Outcome::Fail {
-                error: format!("unknown job kind {:?}: this worker serves {:?}", task.kind, self.registry.kinds()),
+                error: format!(
+                    "unknown job kind {:?}: this worker serves {:?}",
+                    task.kind,
+                    self.registry.kinds()
+                ),
                 retryable: false,
             },
             Some(job) => {
-                let phase = if task.phase == ENTRY_PHASE { job.start().to_owned() } else { task.phase.clone() };
-                self.reporter.send(ReportItem::Started { token, phase: phase.clone() });
+                let phase = if task.phase == ENTRY_PHASE {
+                    job.start().to_owned()
+                } else {
+                    task.phase.clone()
+                };
+                self.reporter.send(ReportItem::Started {
+                    token,
+                    phase: phase.clone(),
+                });
                 let input = task.input.to_vec();
-                let mut ctx = Context::new(task, self.reporter.clone(), self.http, self.coordinator_url, self.cancel);
+                let mut ctx = Context::new(
+                    task,
+                    self.reporter.clone(),
+                    self.http,
+                    self.coordinator_url,
+                    self.cancel,
+                );
                 let run = tokio::spawn(async move {
                     let step = job.run(&phase, &input, &mut ctx).await;
                     (step, ctx)
@@ -238,27 +290,51 @@ impl Execution {
                     Ok((Ok(step), mut ctx)) => match step {
                         Step::Complete(output) => Outcome::Complete { output },
                         Step::Next(phase) => Outcome::Next { phase },
-                        Step::Wait { then } => Outcome::Wait { then, children: ctx.into_spawned() },
+                        Step::Wait { then } => Outcome::Wait {
+                            then,
+                            children: ctx.into_spawned(),
+                        },
                         Step::Spawn { children, then } => match ctx.spawn(children).await {
-                            Ok(()) => Outcome::Wait { then, children: ctx.into_spawned() },
-                            Err(e) => Outcome::Fail { error: e.message().to_owned(), retryable: true },
+                            Ok(()) => Outcome::Wait {
+                                then,
+                                children: ctx.into_spawned(),
+                            },
+                            Err(e) => Outcome::Fail {
+                                error: e.message().to_owned(),
+                                retryable: true,
+                            },
                         },
                     },
-                    Ok((Err(e), _)) => Outcome::Fail { error: e.message().to_owned(), retryable: e.is_retryable() },
-                    Err(join) => Outcome::Fail { error: format!("phase panicked: {join}"), retryable: true },
+                    Ok((Err(e), _)) => Outcome::Fail {
+                        error: e.message().to_owned(),
+                        retryable: e.is_retryable(),
+                    },
+                    Err(join) => Outcome::Fail {
+                        error: format!("phase panicked: {join}"),
+                        retryable: true,
+                    },
                 }
             }
         };
         if let Outcome::Fail { error, .. } = &outcome {
             tracing::warn!(%token, "phase failed: {error}");
         }
-        match self.reporter.send_confirmed(ReportItem::Finished { token, outcome }).await {
+        match self
+            .reporter
+            .send_confirmed(ReportItem::Finished { token, outcome })
+            .await
+        {
             Ok(()) => {
                 let _ = delivery.ack(BasicAckOptions::default()).await;
             }
             Err(e) => {
                 tracing::warn!(%token, "outcome not delivered ({e}); the task goes back to the queue");
-                let _ = delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await;
             }
         }
     }

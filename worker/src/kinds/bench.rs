@@ -47,7 +47,12 @@ impl Job for Leaf {
     type Input = LeafInput;
     type Output = u64;
 
-    async fn run(&self, _phase: &str, input: LeafInput, ctx: &mut Context) -> Result<Step<u64>, PhaseError> {
+    async fn run(
+        &self,
+        _phase: &str,
+        input: LeafInput,
+        ctx: &mut Context,
+    ) -> Result<Step<u64>, PhaseError> {
         if input.sleep_ms > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(input.sleep_ms)).await;
         }
@@ -61,9 +66,18 @@ impl Job for Leaf {
             FailMode::Never => {}
             FailMode::FirstAttempt if ctx.attempt() > 1 => {}
             FailMode::FirstAttempt | FailMode::Always => {
-                return Err(PhaseError::retryable(format!("leaf {} failed on attempt {}", input.value, ctx.attempt())));
+                return Err(PhaseError::retryable(format!(
+                    "leaf {} failed on attempt {}",
+                    input.value,
+                    ctx.attempt()
+                )));
             }
-            FailMode::Permanent => return Err(PhaseError::permanent(format!("leaf {} failed for good", input.value))),
+            FailMode::Permanent => {
+                return Err(PhaseError::permanent(format!(
+                    "leaf {} failed for good",
+                    input.value
+                )));
+            }
         }
         Ok(Step::Complete(input.value))
     }
@@ -113,7 +127,12 @@ impl Job for FanOut {
     type Input = FanOutInput;
     type Output = FanOutOutput;
 
-    async fn run(&self, phase: &str, input: FanOutInput, ctx: &mut Context) -> Result<Step<FanOutOutput>, PhaseError> {
+    async fn run(
+        &self,
+        phase: &str,
+        input: FanOutInput,
+        ctx: &mut Context,
+    ) -> Result<Step<FanOutOutput>, PhaseError> {
         match phase {
             "start" => {
                 let batch = input.batch.unwrap_or(1000).max(1);
@@ -127,7 +146,12 @@ impl Job for FanOut {
                                 Some(k) if k > 0 && i % k == 0 => input.fail,
                                 _ => FailMode::Never,
                             };
-                            Child::new::<Leaf>(&LeafInput { value: i, sleep_ms: input.sleep_ms, work_us: input.work_us, fail })
+                            Child::new::<Leaf>(&LeafInput {
+                                value: i,
+                                sleep_ms: input.sleep_ms,
+                                work_us: input.work_us,
+                                fail,
+                            })
                         })
                         .collect::<Result<Vec<_>, _>>()?;
                     ctx.spawn(children).await?;
@@ -155,7 +179,9 @@ impl Job for FanOut {
                 out.counted = (c.total, c.completed, c.failed);
                 Ok(Step::Complete(out))
             }
-            other => Err(PhaseError::permanent(format!("bench.fanout has no phase {other:?}"))),
+            other => Err(PhaseError::permanent(format!(
+                "bench.fanout has no phase {other:?}"
+            ))),
         }
     }
 }

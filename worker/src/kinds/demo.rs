@@ -32,7 +32,12 @@ pub struct Generate {
 
 impl Default for Generate {
     fn default() -> Self {
-        Self { files: 200, words_per_file: 5000, vocabulary: 20_000, seed: 42 }
+        Self {
+            files: 200,
+            words_per_file: 5000,
+            vocabulary: 20_000,
+            seed: 42,
+        }
     }
 }
 
@@ -106,12 +111,20 @@ impl Job for WordCount {
     type Input = WordCountInput;
     type Output = WordCountOutput;
 
-    async fn run(&self, phase: &str, input: WordCountInput, ctx: &mut Context) -> Result<Step<WordCountOutput>, PhaseError> {
+    async fn run(
+        &self,
+        phase: &str,
+        input: WordCountInput,
+        ctx: &mut Context,
+    ) -> Result<Step<WordCountOutput>, PhaseError> {
         match phase {
             "ingest" => {
                 let chunks = plan_chunks(&input).await?;
                 ctx.log("info", format!("{} chunks", chunks.len()));
-                let children = chunks.iter().map(Child::new::<WordCountChunk>).collect::<Result<Vec<_>, _>>()?;
+                let children = chunks
+                    .iter()
+                    .map(Child::new::<WordCountChunk>)
+                    .collect::<Result<Vec<_>, _>>()?;
                 Ok(Step::spawn(children, "aggregate"))
             }
             "aggregate" => {
@@ -121,7 +134,9 @@ impl Job for WordCount {
                 while let Some(page) = pages.next_page().await? {
                     for child in page {
                         children += 1;
-                        let counts = child.result.map_err(|e| PhaseError::permanent(format!("chunk {} failed: {e}", child.index)))?;
+                        let counts = child.result.map_err(|e| {
+                            PhaseError::permanent(format!("chunk {} failed: {e}", child.index))
+                        })?;
                         files += counts.files;
                         total += counts.total_words;
                         for (word, n) in counts.counts {
@@ -137,7 +152,9 @@ impl Job for WordCount {
                     children,
                 }))
             }
-            other => Err(PhaseError::permanent(format!("demo.wordcount has no phase {other:?}"))),
+            other => Err(PhaseError::permanent(format!(
+                "demo.wordcount has no phase {other:?}"
+            ))),
         }
     }
 }
@@ -178,10 +195,16 @@ async fn plan_chunks(input: &WordCountInput) -> Result<Vec<Chunk>, PhaseError> {
             let per = input.chunk_files.unwrap_or(8).max(1);
             Ok((0..spec.files)
                 .step_by(per as usize)
-                .map(|first| Chunk::Generated { spec: *spec, first, count: per.min(spec.files - first) })
+                .map(|first| Chunk::Generated {
+                    spec: *spec,
+                    first,
+                    count: per.min(spec.files - first),
+                })
                 .collect())
         }
-        _ => Err(PhaseError::permanent("demo.wordcount input needs exactly one of \"path\" or \"generate\"")),
+        _ => Err(PhaseError::permanent(
+            "demo.wordcount input needs exactly one of \"path\" or \"generate\"",
+        )),
     }
 }
 
@@ -225,7 +248,9 @@ pub fn count_words(bytes: &[u8], counts: &mut HashMap<Vec<u8>, u64>) -> u64 {
     total
 }
 
-const SYLLABLES: [&str; 16] = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "zu", "pe", "da", "gi", "ho", "ja", "bu", "fe"];
+const SYLLABLES: [&str; 16] = [
+    "ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "zu", "pe", "da", "gi", "ho", "ja", "bu", "fe",
+];
 
 fn synth_word(mut idx: u32, out: &mut Vec<u8>) {
     idx += 1;
@@ -237,7 +262,8 @@ fn synth_word(mut idx: u32, out: &mut Vec<u8>) {
 
 /// The bytes of generated file `n` of `spec`.
 pub fn generate_file(spec: &Generate, n: u32) -> Vec<u8> {
-    let mut rng = fastrand::Rng::with_seed(spec.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(n));
+    let mut rng =
+        fastrand::Rng::with_seed(spec.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(n));
     let mut out = Vec::with_capacity(spec.words_per_file as usize * 8);
     for i in 0..spec.words_per_file {
         // Skewed draw: a few words are common, most are rare.
@@ -247,7 +273,13 @@ pub fn generate_file(spec: &Generate, n: u32) -> Vec<u8> {
         if rng.u8(..10) == 0 {
             out[start] = out[start].to_ascii_uppercase();
         }
-        out.push(if i % 12 == 11 { b'\n' } else if rng.u8(..20) == 0 { b',' } else { b' ' });
+        out.push(if i % 12 == 11 {
+            b'\n'
+        } else if rng.u8(..20) == 0 {
+            b','
+        } else {
+            b' '
+        });
     }
     out
 }
@@ -260,14 +292,20 @@ impl Job for WordCountChunk {
     type Input = Chunk;
     type Output = ChunkCounts;
 
-    async fn run(&self, _phase: &str, input: Chunk, _ctx: &mut Context) -> Result<Step<ChunkCounts>, PhaseError> {
+    async fn run(
+        &self,
+        _phase: &str,
+        input: Chunk,
+        _ctx: &mut Context,
+    ) -> Result<Step<ChunkCounts>, PhaseError> {
         let counts = tokio::task::spawn_blocking(move || -> Result<ChunkCounts, PhaseError> {
             let mut counts = HashMap::new();
             let (mut files, mut total) = (0, 0);
             match input {
                 Chunk::Files(paths) => {
                     for p in paths {
-                        let bytes = std::fs::read(&p).map_err(|e| PhaseError::retryable(format!("{p}: {e}")))?;
+                        let bytes = std::fs::read(&p)
+                            .map_err(|e| PhaseError::retryable(format!("{p}: {e}")))?;
                         total += count_words(&bytes, &mut counts);
                         files += 1;
                     }
@@ -279,8 +317,15 @@ impl Job for WordCountChunk {
                     }
                 }
             }
-            let counts = counts.into_iter().map(|(w, n)| (String::from_utf8_lossy(&w).into_owned(), n)).collect();
-            Ok(ChunkCounts { files, total_words: total, counts })
+            let counts = counts
+                .into_iter()
+                .map(|(w, n)| (String::from_utf8_lossy(&w).into_owned(), n))
+                .collect();
+            Ok(ChunkCounts {
+                files,
+                total_words: total,
+                counts,
+            })
         })
         .await
         .map_err(|e| PhaseError::retryable(e.to_string()))??;
@@ -315,9 +360,14 @@ pub struct DuOutput {
 pub struct DiskUsage;
 
 fn scan_dir(path: &str) -> Result<(DuOutput, Vec<String>), PhaseError> {
-    let mut own = DuOutput { path: path.to_owned(), dirs: 1, ..DuOutput::default() };
+    let mut own = DuOutput {
+        path: path.to_owned(),
+        dirs: 1,
+        ..DuOutput::default()
+    };
     let mut subdirs = Vec::new();
-    let entries = std::fs::read_dir(path).map_err(|e| PhaseError::permanent(format!("cannot read {path}: {e}")))?;
+    let entries = std::fs::read_dir(path)
+        .map_err(|e| PhaseError::permanent(format!("cannot read {path}: {e}")))?;
     for entry in entries {
         let entry = entry?;
         let meta = entry.path().symlink_metadata()?;
@@ -337,18 +387,27 @@ impl Job for DiskUsage {
     type Input = DuInput;
     type Output = DuOutput;
 
-    async fn run(&self, phase: &str, input: DuInput, ctx: &mut Context) -> Result<Step<DuOutput>, PhaseError> {
+    async fn run(
+        &self,
+        phase: &str,
+        input: DuInput,
+        ctx: &mut Context,
+    ) -> Result<Step<DuOutput>, PhaseError> {
         let (mut own, subdirs) = scan_dir(&input.path)?;
         match phase {
             "start" if subdirs.is_empty() => Ok(Step::Complete(own)),
             "start" => {
-                let children =
-                    subdirs.into_iter().map(|path| Child::new::<DiskUsage>(&DuInput { path })).collect::<Result<_, _>>()?;
+                let children = subdirs
+                    .into_iter()
+                    .map(|path| Child::new::<DiskUsage>(&DuInput { path }))
+                    .collect::<Result<_, _>>()?;
                 Ok(Step::spawn(children, "sum"))
             }
             "sum" => {
                 for child in ctx.children::<DuOutput>().collect().await? {
-                    let sub = child.result.map_err(|e| PhaseError::permanent(format!("subdirectory failed: {e}")))?;
+                    let sub = child
+                        .result
+                        .map_err(|e| PhaseError::permanent(format!("subdirectory failed: {e}")))?;
                     own.bytes += sub.bytes;
                     own.files += sub.files;
                     own.dirs += sub.dirs;
@@ -356,7 +415,9 @@ impl Job for DiskUsage {
                 }
                 Ok(Step::Complete(own))
             }
-            other => Err(PhaseError::permanent(format!("demo.du has no phase {other:?}"))),
+            other => Err(PhaseError::permanent(format!(
+                "demo.du has no phase {other:?}"
+            ))),
         }
     }
 }
@@ -379,7 +440,12 @@ mod tests {
 
     #[test]
     fn generated_corpus_is_deterministic() {
-        let spec = Generate { files: 3, words_per_file: 100, vocabulary: 50, seed: 7 };
+        let spec = Generate {
+            files: 3,
+            words_per_file: 100,
+            vocabulary: 50,
+            seed: 7,
+        };
         assert_eq!(generate_file(&spec, 1), generate_file(&spec, 1));
         assert_ne!(generate_file(&spec, 1), generate_file(&spec, 2));
         let mut counts = HashMap::new();
@@ -388,7 +454,19 @@ mod tests {
 
     #[test]
     fn top_breaks_ties_alphabetically() {
-        let counts = HashMap::from([("b".to_owned(), 2), ("a".to_owned(), 2), ("c".to_owned(), 5), ("d".to_owned(), 1)]);
-        assert_eq!(top_words(counts, 3), vec![("c".to_owned(), 5), ("a".to_owned(), 2), ("b".to_owned(), 2)]);
+        let counts = HashMap::from([
+            ("b".to_owned(), 2),
+            ("a".to_owned(), 2),
+            ("c".to_owned(), 5),
+            ("d".to_owned(), 1),
+        ]);
+        assert_eq!(
+            top_words(counts, 3),
+            vec![
+                ("c".to_owned(), 5),
+                ("a".to_owned(), 2),
+                ("b".to_owned(), 2)
+            ]
+        );
     }
 }

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real binaries against the real RabbitMQ and
+//! Postgres. One module per behaviour; every test starts its own
+//! [`TestCluster`] (own database, own namespace).
+
+#![allow(missing_docs)]
+
+mod api;
+mod fanout;
+mod faults;
