@@ -226,7 +226,8 @@ pub async fn lock_jobs_and_parents(
             "select ",
             locked_columns!(),
             " from jobs
-             where id = any($1) or id in (select parent_id from jobs where id = any($1) and parent_id is not null)
+             where id = any($1 || array(select distinct parent_id from jobs
+                                         where id = any($1) and parent_id is not null))
              order by id
              for update"
         ),
