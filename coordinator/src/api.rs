@@ -8,6 +8,7 @@
 //! | `GET /v1/jobs/{id}/children` | children in spawn order (`after`, `limit`, `seq`, `format=json\|msgpack`) |
 //! | `GET /v1/jobs/{id}/tree` | counts by status for the job's whole tree |
 //! | `GET /v1/jobs/{id}/logs` | log lines (`after`, `limit`) |
+//! | `GET /v1/jobs/{id}/timing` | latest fan-out: child latency p50/p99, fan-in latency |
 //! | `GET /v1/stats` | durable counters (fenced reports) |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /healthz` | liveness |
@@ -54,6 +55,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs/{id}/children", get(children))
         .route("/v1/jobs/{id}/tree", get(tree))
         .route("/v1/jobs/{id}/logs", get(logs))
+        .route("/v1/jobs/{id}/timing", get(timing))
         .route("/v1/stats", get(stats))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
@@ -336,6 +338,17 @@ async fn logs(
         .map(|l| json!({ "id": l.id, "level": l.level, "message": l.message, "at_ms": l.at_ms }))
         .collect();
     Ok(Json(json!({ "logs": lines })))
+}
+
+async fn timing(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let t = store::fanout_timing(&state.pool, id).await?;
+    Ok(Json(json!({
+        "children": t.children,
+        "child_p50_ms": t.child_p50_ms,
+        "child_p99_ms": t.child_p99_ms,
+        "fanin_latency_ms": t.fanin_latency_ms,
+    })))
 }
 
 async fn stats(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {

@@ -89,7 +89,7 @@ impl Relay {
 
     /// Publishes one batch of due jobs; returns how many rows it handled.
     pub async fn tick(&self, channel: &Channel) -> Result<usize, RelayError> {
-        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let mut tx = store::begin(&self.pool).await?;
         let due = store::claim_due(&mut tx, self.config.batch).await?;
         if due.is_empty() {
             return Ok(0);
@@ -118,7 +118,7 @@ impl Relay {
             }
         }
         store::mark_dispatched(&mut tx, &published).await?;
-        tx.commit().await.map_err(StoreError::from)?;
+        store::commit(tx).await?;
         self.metrics.published(published.len() as u64);
         if !unroutable.is_empty() {
             // No queue is bound for the kind: no worker has ever served it in

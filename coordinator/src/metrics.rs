@@ -90,6 +90,11 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
+        let trips = crate::store::round_trips();
+        let _ = writeln!(
+            out,
+            "# HELP tributary_pg_round_trips_total Postgres statements, begins and commits.\n# TYPE tributary_pg_round_trips_total counter\ntributary_pg_round_trips_total {trips}"
+        );
         out
     }
 }

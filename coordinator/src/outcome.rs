@@ -123,7 +123,7 @@ impl Applier {
         let mut ids: Vec<Uuid> = items.iter().map(|i| i.token().job_id).collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = store::begin(&self.pool).await?;
         let rows = store::lock_jobs_and_parents(&mut tx, &ids).await?;
         let mut plan = Plan::new(rows, self.config.backoff);
 
@@ -219,7 +219,7 @@ impl Applier {
         store::insert_logs(&mut tx, &writes.logs).await?;
         store::add_tree_deltas(&mut tx, &writes.tree).await?;
         store::add_counter(&mut tx, "fenced_reports", applied.fenced as i64).await?;
-        tx.commit().await?;
+        store::commit(tx).await?;
         Ok(applied)
     }
 

@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -50,6 +51,31 @@ impl StoreError {
 
 /// A `Result` with [`StoreError`].
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Round trips to Postgres made by this process (statements, begins and
+/// commits): the benchmark divides it by the children of a run.
+static ROUND_TRIPS: AtomicU64 = AtomicU64::new(0);
+
+fn trip() {
+    ROUND_TRIPS.fetch_add(1, Relaxed);
+}
+
+/// Round trips to Postgres so far.
+pub fn round_trips() -> u64 {
+    ROUND_TRIPS.load(Relaxed)
+}
+
+/// Begins a transaction.
+pub async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>> {
+    trip();
+    Ok(pool.begin().await?)
+}
+
+/// Commits a transaction.
+pub async fn commit(tx: Transaction<'_, Postgres>) -> Result<()> {
+    trip();
+    Ok(tx.commit().await?)
+}
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -141,7 +167,8 @@ pub struct NewRoot<'a> {
 
 /// Inserts a root job, pending and queued for dispatch, and its tree summary.
 pub async fn insert_root(pool: &PgPool, job: &NewRoot<'_>) -> Result<()> {
-    let mut tx = pool.begin().await?;
+    let mut tx = begin(pool).await?;
+    trip();
     sqlx::query(
         "insert into jobs (id, root_id, kind, input, phase, max_attempts, max_child_failures, failure_action)
          values ($1, $1, $2, $3, $4, $5, $6, $7)",
@@ -155,12 +182,12 @@ pub async fn insert_root(pool: &PgPool, job: &NewRoot<'_>) -> Result<()> {
     .bind(job.failure_action)
     .execute(&mut *tx)
     .await?;
+    trip();
     sqlx::query("insert into tree_summary (root_id, pending) values ($1, 1)")
         .bind(job.id)
         .execute(&mut *tx)
         .await?;
-    tx.commit().await?;
-    Ok(())
+    commit(tx).await
 }
 
 /// The fields of a job the outcome applier decides with, read under a row lock.
@@ -221,6 +248,7 @@ pub async fn lock_jobs_and_parents(
     tx: &mut Transaction<'_, Postgres>,
     ids: &[Uuid],
 ) -> Result<Vec<LockedJob>> {
+    trip();
     let rows = sqlx::query_as::<_, LockedJob>(
         concat!(
             "select ",
@@ -240,6 +268,7 @@ pub async fn lock_jobs_and_parents(
 
 /// Locks and reads `ids` (parents reached late, e.g. a grandparent).
 pub async fn lock_jobs(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> Result<Vec<LockedJob>> {
+    trip();
     let rows = sqlx::query_as::<_, LockedJob>(concat!(
         "select ",
         locked_columns!(),
@@ -260,6 +289,7 @@ pub async fn insert_spawn_batches(
         return Ok(HashSet::new());
     }
     let (ids, seqs, nums, sizes) = unzip4(batches);
+    trip();
     let rows = sqlx::query(
         "insert into spawn_batches (job_id, seq, batch, children)
          select * from unnest($1::uuid[], $2::int4[], $3::int4[], $4::int4[])
@@ -333,6 +363,7 @@ pub async fn insert_children(tx: &mut Transaction<'_, Postgres>, c: NewChildren)
     if c.id.is_empty() {
         return Ok(());
     }
+    trip();
     sqlx::query(
         "insert into jobs (id, root_id, parent_id, parent_seq, child_index, kind, input, phase, max_attempts,
                            max_child_failures, failure_action)
@@ -420,6 +451,7 @@ pub async fn write_jobs(tx: &mut Transaction<'_, Postgres>, w: JobWrites) -> Res
     if w.id.is_empty() {
         return Ok(());
     }
+    trip();
     sqlx::query(
         "update jobs j set
             status = d.status, phase = d.phase, phase_seq = d.phase_seq, attempt = d.attempt,
@@ -504,6 +536,7 @@ pub async fn insert_phases(tx: &mut Transaction<'_, Postgres>, p: PhaseRows) -> 
     if p.job_id.is_empty() {
         return Ok(());
     }
+    trip();
     sqlx::query(
         "insert into phases (job_id, seq, attempt, name, status, error)
          select * from unnest($1::uuid[], $2::int4[], $3::int4[], $4::text[], $5::text[], $6::text[])
@@ -531,6 +564,7 @@ pub async fn insert_logs(
     let ids: Vec<Uuid> = logs.iter().map(|l| l.0).collect();
     let levels: Vec<&str> = logs.iter().map(|l| l.1.as_str()).collect();
     let messages: Vec<&str> = logs.iter().map(|l| l.2.as_str()).collect();
+    trip();
     sqlx::query(
         "insert into job_logs (job_id, level, message) select * from unnest($1::uuid[], $2::text[], $3::text[])",
     )
@@ -572,6 +606,7 @@ pub async fn add_tree_deltas(
             cols[i].push(*v);
         }
     }
+    trip();
     let mut q = sqlx::query(
         "update tree_summary t set
             pending = t.pending + d.pending, running = t.running + d.running, waiting = t.waiting + d.waiting,
@@ -598,6 +633,7 @@ pub async fn add_counter(
     if by == 0 {
         return Ok(());
     }
+    trip();
     sqlx::query(
         "insert into counters (name, value) values ($1, $2)
          on conflict (name) do update set value = counters.value + excluded.value",
@@ -611,6 +647,7 @@ pub async fn add_counter(
 
 /// Reads a durable counter (0 when never written).
 pub async fn counter(pool: &PgPool, name: &str) -> Result<i64> {
+    trip();
     let v: Option<i64> = sqlx::query_scalar("select value from counters where name = $1")
         .bind(name)
         .fetch_optional(pool)
@@ -655,6 +692,7 @@ pub struct DueJob {
 /// another replica holds) last until `tx` ends, so no two relays publish the
 /// same row at once.
 pub async fn claim_due(tx: &mut Transaction<'_, Postgres>, limit: i64) -> Result<Vec<DueJob>> {
+    trip();
     let rows = sqlx::query_as::<_, DueJob>(
         "select id, root_id, parent_id, kind, phase, phase_seq, attempt, input, state, fanout_seq,
                 children_total, children_completed, children_failed, children_cancelled
@@ -675,7 +713,8 @@ pub async fn mark_dispatched(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query("update jobs set dispatch_pending = false where id = any($1)")
+    trip();
+    sqlx::query("update jobs set dispatch_pending = false, dispatched_at = now() where id = any($1)")
         .bind(ids)
         .execute(&mut **tx)
         .await?;
@@ -737,6 +776,7 @@ pub struct JobView {
 
 /// Reads one job for the API.
 pub async fn job(pool: &PgPool, id: Uuid) -> Result<Option<JobView>> {
+    trip();
     let row = sqlx::query_as::<_, JobView>(
         "select id, root_id, parent_id, child_index, kind, status, phase, phase_seq, attempt, phase_status, output,
                 error, warning, children_expected, children_total, children_completed, children_failed,
@@ -771,6 +811,7 @@ pub struct PhaseView {
 
 /// The finished phase executions of a job, oldest first.
 pub async fn phases(pool: &PgPool, id: Uuid) -> Result<Vec<PhaseView>> {
+    trip();
     let rows = sqlx::query_as::<_, PhaseView>(
         "select seq, attempt, name, status, error, (extract(epoch from finished_at) * 1000)::int8 as finished_ms
          from phases where job_id = $1 order by seq, attempt",
@@ -807,6 +848,7 @@ pub async fn children(
     after: i64,
     limit: i64,
 ) -> Result<Vec<ChildRow>> {
+    trip();
     let rows = sqlx::query_as::<_, ChildRow>(
         "select id, child_index, kind, status, output, error from jobs
          where parent_id = $1
@@ -825,6 +867,7 @@ pub async fn children(
 
 /// Counts by status for a tree, in [`STATUS_COLUMNS`] order.
 pub async fn tree(pool: &PgPool, root: Uuid) -> Result<Option<TreeDelta>> {
+    trip();
     let row = sqlx::query(
         "select pending, running, waiting, paused, completed, failed, cancelled from tree_summary where root_id = $1",
     )
@@ -856,6 +899,7 @@ pub struct LogRow {
 
 /// One page of a job's log after line `after`.
 pub async fn logs(pool: &PgPool, job: Uuid, after: i64, limit: i64) -> Result<Vec<LogRow>> {
+    trip();
     let rows = sqlx::query_as::<_, LogRow>(
         "select id, level, message, (extract(epoch from at) * 1000)::int8 as at_ms
          from job_logs where job_id = $1 and id > $2 order by id limit $3",
@@ -866,4 +910,36 @@ pub async fn logs(pool: &PgPool, job: Uuid, after: i64, limit: i64) -> Result<Ve
     .fetch_all(pool)
     .await?;
     Ok(rows)
+}
+
+/// Latencies of a parent's latest fan-out, in milliseconds.
+#[derive(Debug, sqlx::FromRow)]
+pub struct FanOutTiming {
+    /// Children counted.
+    pub children: i64,
+    /// Median child latency, dispatched -> outcome applied.
+    pub child_p50_ms: Option<f64>,
+    /// 99th percentile of the same.
+    pub child_p99_ms: Option<f64>,
+    /// Last child outcome applied -> the parent's next phase dispatched.
+    pub fanin_latency_ms: Option<f64>,
+}
+
+/// Timing of `parent`'s latest fan-out (children that were dispatched once).
+pub async fn fanout_timing(pool: &PgPool, parent: Uuid) -> Result<FanOutTiming> {
+    trip();
+    let row = sqlx::query_as::<_, FanOutTiming>(
+        "select count(*) as children,
+                percentile_cont(0.5) within group (order by extract(epoch from c.finished_at - c.dispatched_at) * 1000)
+                    as child_p50_ms,
+                percentile_cont(0.99) within group (order by extract(epoch from c.finished_at - c.dispatched_at) * 1000)
+                    as child_p99_ms,
+                (extract(epoch from max(p.dispatched_at) - max(c.finished_at)) * 1000)::float8 as fanin_latency_ms
+         from jobs p join jobs c on c.parent_id = p.id and c.parent_seq = p.fanout_seq
+         where p.id = $1",
+    )
+    .bind(parent)
+    .fetch_one(pool)
+    .await?;
+    Ok(row)
 }
