@@ -151,6 +151,11 @@ impl Fleet {
         })
     }
 
+    /// Process ids: the coordinator's, then the workers'.
+    pub fn pids(&self) -> (Option<u32>, Vec<u32>) {
+        (self.coordinator.id(), self.workers.iter().filter_map(Child::id).collect())
+    }
+
     /// Stops the workers, then the coordinator, with SIGTERM; kills what has
     /// not exited within 15 s.
     pub async fn stop(mut self) -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 //! also is the coordinator and the worker (`coordinator`, `worker`), so
 //! one binary is enough on a laptop.
 
+mod bench;
 mod client;
 mod demo;
 mod fleet;
@@ -29,6 +30,10 @@ enum Command {
     /// Start a local coordinator and two workers, run the word-count demo
     /// (or the `du` demo), show live progress, print the result, stop.
     Demo(demo::DemoArgs),
+    /// Benchmark: a local fleet runs one parent with N trivial children and
+    /// a sum phase; prints wall time, children/s, latencies, RSS, Postgres
+    /// round trips per child, and the raw broker ceiling.
+    Bench(bench::BenchArgs),
     /// Submit a job; prints its id (or, with --wait, its final state).
     Submit {
         /// Job kind, e.g. demo.wordcount.
@@ -74,6 +79,7 @@ async fn main() {
         }
         Command::Worker(settings) => tributary_worker::settings::serve(settings).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
         Command::Submit {
             kind,
             input,

@@ -147,6 +147,18 @@ async fn try_connect(options: &PgConnectOptions, max_connections: u32) -> Result
     }
 }
 
+/// Drops the database `url` names (for the benchmark's fresh runs).
+pub async fn drop_database(url: &str) -> Result<()> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| StoreError::BadUrl { url: mask_url(url), reason: e.to_string() })?;
+    let name = options.get_database().unwrap_or("tributary").to_owned();
+    let admin = PgPoolOptions::new().max_connections(1).connect_with(options.database("postgres")).await?;
+    let sql = format!("drop database if exists \"{}\" with (force)", name.replace('"', "\"\""));
+    admin.execute(sqlx::AssertSqlSafe(sql)).await?;
+    admin.close().await;
+    Ok(())
+}
+
 /// A new root job.
 pub struct NewRoot<'a> {
     /// Its id (also its root id).
