@@ -68,7 +68,10 @@ const KEYS: [&str; 11] = [
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for run in 1..=args.runs {
-        eprintln!("run {run}/{}: n = {}, workers = {}", args.runs, args.n, args.workers);
+        eprintln!(
+            "run {run}/{}: n = {}, workers = {}",
+            args.runs, args.n, args.workers
+        );
         let r = one_run(&args).await?;
         if args.json {
             println!("{r}");
@@ -85,9 +88,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 fn bench_database(url: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let base = base[scheme_end..].find('/').map_or(base, |slash| &base[..scheme_end + slash]);
+    let base = base[scheme_end..]
+        .find('/')
+        .map_or(base, |slash| &base[..scheme_end + slash]);
     match query {
         Some(q) => format!("{base}/tributary_bench?{q}"),
         None => format!("{base}/tributary_bench"),
@@ -99,13 +106,24 @@ async fn delete_namespace(amqp_url: &str, namespace: &str) -> anyhow::Result<()>
     let conn = broker::connect(amqp_url, "tributary-bench-cleanup", &cancel).await?;
     let ch = conn.create_channel().await?;
     let t = Topology::new(namespace)?;
-    let mut queues: Vec<String> = ["bench.fanout", "bench.leaf", "demo.du", "demo.wordcount", "demo.wordcount.chunk"]
-        .iter()
-        .map(|k| t.task_queue(k))
-        .collect();
-    queues.extend([t.reports_queue(), t.dead_letter_queue(), format!("{namespace}.ceiling")]);
+    let mut queues: Vec<String> = [
+        "bench.fanout",
+        "bench.leaf",
+        "demo.du",
+        "demo.wordcount",
+        "demo.wordcount.chunk",
+    ]
+    .iter()
+    .map(|k| t.task_queue(k))
+    .collect();
+    queues.extend([
+        t.reports_queue(),
+        t.dead_letter_queue(),
+        format!("{namespace}.ceiling"),
+    ]);
     for q in queues {
-        ch.queue_delete(q.into(), QueueDeleteOptions::default()).await?;
+        ch.queue_delete(q.into(), QueueDeleteOptions::default())
+            .await?;
     }
     let _ = conn.close(200, "done".into()).await;
     Ok(())
@@ -122,7 +140,12 @@ fn peak_rss_mb(pid: u32) -> f64 {
 }
 
 async fn metric(http: &reqwest::Client, url: &str, name: &str) -> anyhow::Result<f64> {
-    let text = http.get(format!("{url}/metrics")).send().await?.text().await?;
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .with_context(|| format!("metric {name} missing"))
@@ -131,7 +154,9 @@ async fn metric(http: &reqwest::Client, url: &str, name: &str) -> anyhow::Result
 async fn one_run(args: &BenchArgs) -> anyhow::Result<Value> {
     let namespace = "bench";
     let database_url = bench_database(&args.database_url);
-    tributary_coordinator::store::drop_database(&database_url).await.context("recreating the bench database")?;
+    tributary_coordinator::store::drop_database(&database_url)
+        .await
+        .context("recreating the bench database")?;
     delete_namespace(&args.amqp_url, namespace).await?;
     let fleet = Fleet::start(&FleetOptions {
         database_url,
@@ -152,7 +177,11 @@ async fn one_run(args: &BenchArgs) -> anyhow::Result<Value> {
     let broker = broker_ceiling(&args.amqp_url, namespace, args.n, args.workers).await?;
     r["broker_msgs_per_s"] = json!(broker.round());
     let cps = r["children_per_s"].as_f64().unwrap_or(0.0);
-    r["ratio"] = json!(if broker > 0.0 { (cps / broker * 1000.0).round() / 1000.0 } else { 0.0 });
+    r["ratio"] = json!(if broker > 0.0 {
+        (cps / broker * 1000.0).round() / 1000.0
+    } else {
+        0.0
+    });
     delete_namespace(&args.amqp_url, namespace).await?;
     Ok(r)
 }
@@ -180,11 +209,20 @@ async fn measure_fleet(fleet: &Fleet, args: &BenchArgs) -> anyhow::Result<Value>
     let n = args.n;
     let expected_sum = n * n.saturating_sub(1) / 2;
     if job["output"]["sum"] != expected_sum || job["output"]["completed"] != n {
-        bail!("wrong result: {} (expected sum {expected_sum} over {n} children)", job["output"]);
+        bail!(
+            "wrong result: {} (expected sum {expected_sum} over {n} children)",
+            job["output"]
+        );
     }
     let trips_after = metric(&http, &fleet.url, "tributary_pg_round_trips_total").await?;
-    let timing: Value = http.get(format!("{}/v1/jobs/{id}/timing", fleet.url)).send().await?.json().await?;
-    let wall_ms = job["finished_ms"].as_i64().unwrap_or(0) - job["created_ms"].as_i64().unwrap_or(0);
+    let timing: Value = http
+        .get(format!("{}/v1/jobs/{id}/timing", fleet.url))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let wall_ms =
+        job["finished_ms"].as_i64().unwrap_or(0) - job["created_ms"].as_i64().unwrap_or(0);
     let phases = job["phases"].as_array().cloned().unwrap_or_default();
     Ok(json!({
         "n": n,
@@ -204,23 +242,35 @@ async fn measure_fleet(fleet: &Fleet, args: &BenchArgs) -> anyhow::Result<Value>
 /// Publishes `n` persistent messages with pipelined confirms to a quorum
 /// queue while `consumers` consumers ack them; messages/s from the first
 /// publish to the last ack.
-async fn broker_ceiling(amqp_url: &str, namespace: &str, n: u64, consumers: usize) -> anyhow::Result<f64> {
+async fn broker_ceiling(
+    amqp_url: &str,
+    namespace: &str,
+    n: u64,
+    consumers: usize,
+) -> anyhow::Result<f64> {
     let cancel = CancellationToken::new();
     let queue = format!("{namespace}.ceiling");
     let conn = broker::connect(amqp_url, "tributary-bench-publish", &cancel).await?;
     let ch = broker::confirm_channel(&conn).await?;
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), lapin::types::AMQPValue::LongString("quorum".into()));
+    args.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("quorum".into()),
+    );
     ch.queue_declare(
         queue.as_str().into(),
-        lapin::options::QueueDeclareOptions { durable: true, ..Default::default() },
+        lapin::options::QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
         args,
     )
     .await?;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..consumers.max(1) {
-        let share = n / consumers.max(1) as u64 + u64::from((i as u64) < n % consumers.max(1) as u64);
+        let share =
+            n / consumers.max(1) as u64 + u64::from((i as u64) < n % consumers.max(1) as u64);
         let url = amqp_url.to_owned();
         let queue = queue.clone();
         tasks.push(tokio::spawn(async move {
@@ -228,11 +278,19 @@ async fn broker_ceiling(amqp_url: &str, namespace: &str, n: u64, consumers: usiz
             let conn = broker::connect(&url, "tributary-bench-consume", &cancel).await?;
             let ch = conn.create_channel().await?;
             ch.basic_qos(256, BasicQosOptions::default()).await?;
-            let mut consumer =
-                ch.basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+            let mut consumer = ch
+                .basic_consume(
+                    queue.into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
             let mut got = 0u64;
             while got < share {
-                let Some(d) = consumer.next().await else { break };
+                let Some(d) = consumer.next().await else {
+                    break;
+                };
                 d?.ack(BasicAckOptions::default()).await?;
                 got += 1;
             }
@@ -295,7 +353,10 @@ fn print_table(results: &[Value], median: &Value) {
     let row = |label: &str, r: &Value| {
         print!("{label:<8}");
         for (k, _) in cols {
-            print!("{:>13}", r[k].as_f64().map_or("-".to_owned(), |v| format!("{v}")));
+            print!(
+                "{:>13}",
+                r[k].as_f64().map_or("-".to_owned(), |v| format!("{v}"))
+            );
         }
         println!();
     };

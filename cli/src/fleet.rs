@@ -153,7 +153,10 @@ impl Fleet {
 
     /// Process ids: the coordinator's, then the workers'.
     pub fn pids(&self) -> (Option<u32>, Vec<u32>) {
-        (self.coordinator.id(), self.workers.iter().filter_map(Child::id).collect())
+        (
+            self.coordinator.id(),
+            self.workers.iter().filter_map(Child::id).collect(),
+        )
     }
 
     /// Stops the workers, then the coordinator, with SIGTERM; kills what has

@@ -62,6 +62,16 @@ pub struct Task {
     pub fanout_seq: Option<u32>,
 }
 
+/// Coordinator → worker: the body of every task message, one or more tasks
+/// of one kind. Under load the relay bundles tasks (the broker's per-message
+/// cost dominates trivial phases); each task is run, reported and fenced on
+/// its own, and the message is acked once every task's outcome is confirmed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tasks {
+    /// The tasks, all of the kind the queue serves.
+    pub tasks: Vec<Task>,
+}
+
 /// Worker → coordinator: one or more report items, coalesced into one
 /// message when a worker finishes many small phases at once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -199,14 +199,23 @@ async fn job(
     let Some(j) = store::job(&state.pool, id).await? else {
         return Err(bad(StatusCode::NOT_FOUND, format!("no job {id}")));
     };
-    let phases: Vec<Value> = store::phases(&state.pool, id)
-        .await?
+    let history = store::phases(&state.pool, id).await?;
+    let current_recorded = history
+        .iter()
+        .any(|p| p.seq == j.phase_seq && p.attempt == j.attempt);
+    let mut phases: Vec<Value> = history
         .into_iter()
         .map(|p| {
             json!({ "seq": p.seq, "attempt": p.attempt, "name": p.name, "status": p.status,
                     "error": p.error, "finished_ms": p.finished_ms })
         })
         .collect();
+    // History keeps finished executions that were followed by more; the
+    // current (or last) one lives on the job row.
+    if !current_recorded {
+        phases.push(json!({ "seq": j.phase_seq, "attempt": j.attempt, "name": j.phase, "status": j.phase_status,
+                            "error": null, "finished_ms": j.finished_ms }));
+    }
     let terminal = j.children_completed + j.children_failed + j.children_cancelled;
     Ok(Json(json!({
         "id": j.id,
@@ -340,7 +349,10 @@ async fn logs(
     Ok(Json(json!({ "logs": lines })))
 }
 
-async fn timing(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn timing(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let t = store::fanout_timing(&state.pool, id).await?;
     Ok(Json(json!({

@@ -7,6 +7,7 @@
 //! are published again (at-least-once; the dispatch token fences the
 //! duplicate); nothing committed is ever left unpublished.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tributary_common::broker::{self, BrokerError};
 use tributary_common::job::{ChildCounts, DispatchToken};
 use tributary_common::topology::Topology;
-use tributary_common::wire::{self, Outcome, ReportItem, Task};
+use tributary_common::wire::{self, Outcome, ReportItem, Task, Tasks};
 
 use crate::metrics::Metrics;
 use crate::outcome::Applier;
@@ -29,6 +30,8 @@ use crate::store::{self, DueJob, StoreError};
 pub struct RelayConfig {
     /// Most rows claimed per tick (default 1000).
     pub batch: i64,
+    /// Most tasks bundled into one message (default 32; 1 disables bundling).
+    pub max_bundle: usize,
     /// How often to look for due rows when nothing wakes the relay (default
     /// 200 ms): delayed retries and other replicas' work.
     pub poll: Duration,
@@ -38,6 +41,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             batch: 1000,
+            max_bundle: 32,
             poll: Duration::from_millis(200),
         }
     }
@@ -94,26 +98,32 @@ impl Relay {
         if due.is_empty() {
             return Ok(0);
         }
-        let mut pending = Vec::with_capacity(due.len());
+        // Bundle tasks of one kind when many are due, so a burst of trivial
+        // children costs the broker a message per bundle, not per child;
+        // a trickle still goes one task per message (no head-of-line wait).
+        let mut by_kind: BTreeMap<&str, Vec<&DueJob>> = BTreeMap::new();
         for job in &due {
-            let body = wire::encode(&task_of(job))?;
-            pending.push(
-                broker::publish(
-                    channel,
-                    &self.topology.tasks_exchange(),
-                    &job.kind,
-                    &body,
-                    true,
-                )
-                .await?,
-            );
+            by_kind.entry(job.kind.as_str()).or_default().push(job);
+        }
+        let mut pending = Vec::new();
+        for (kind, jobs) in by_kind {
+            let size = bundle_size(jobs.len(), self.config.max_bundle);
+            for bundle in jobs.chunks(size) {
+                let body = wire::encode(&Tasks {
+                    tasks: bundle.iter().map(|j| task_of(j)).collect(),
+                })?;
+                let p =
+                    broker::publish(channel, &self.topology.tasks_exchange(), kind, &body, true)
+                        .await?;
+                pending.push((bundle.to_vec(), p));
+            }
         }
         let mut published = Vec::with_capacity(due.len());
         let mut unroutable = Vec::new();
-        for (job, p) in due.iter().zip(pending) {
+        for (bundle, p) in pending {
             match p.confirmed().await {
-                Ok(()) => published.push(job.id),
-                Err(BrokerError::Unroutable(_)) => unroutable.push(job),
+                Ok(()) => published.extend(bundle.iter().map(|j| j.id)),
+                Err(BrokerError::Unroutable(_)) => unroutable.extend(bundle.iter().copied()),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -208,6 +218,12 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) {
     }
 }
 
+/// Tasks per message for `due` tasks of one kind: one while few are due,
+/// growing with the backlog up to `max`.
+fn bundle_size(due: usize, max: usize) -> usize {
+    (due / 64).clamp(1, max.max(1))
+}
+
 fn token_of(job: &DueJob) -> DispatchToken {
     DispatchToken {
         job_id: job.id,
@@ -233,5 +249,20 @@ fn task_of(job: &DueJob) -> Task {
         state: job.state.clone().map(ByteBuf::from),
         children,
         fanout_seq: job.fanout_seq.map(|s| s as u32),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bundle_size;
+
+    #[test]
+    fn bundles_grow_with_the_backlog() {
+        assert_eq!(bundle_size(1, 32), 1);
+        assert_eq!(bundle_size(100, 32), 1);
+        assert_eq!(bundle_size(640, 32), 10);
+        assert_eq!(bundle_size(100_000, 32), 32);
+        assert_eq!(bundle_size(100_000, 1), 1);
+        assert_eq!(bundle_size(100_000, 0), 1);
     }
 }

@@ -110,6 +110,7 @@ impl Application {
             self.topology.clone(),
             RelayConfig {
                 batch: self.settings.relay_batch,
+                max_bundle: self.settings.max_bundle,
                 ..RelayConfig::default()
             },
             applier.clone(),

@@ -42,6 +42,8 @@ use crate::store::{self, JobWrites, LockedJob, NewChildren, PhaseRows, StoreErro
 pub struct ApplierConfig {
     /// Most deliveries applied in one transaction (default 500).
     pub max_batch: usize,
+    /// Most report items applied in one transaction (default 2000).
+    pub max_items: usize,
     /// How long to wait for more deliveries once one arrived (default 2 ms).
     pub linger: Duration,
     /// Backoff for retried phases.
@@ -52,6 +54,7 @@ impl Default for ApplierConfig {
     fn default() -> Self {
         Self {
             max_batch: 500,
+            max_items: 2000,
             linger: Duration::from_millis(2),
             backoff: Backoff::default(),
         }
@@ -240,6 +243,32 @@ impl Applier {
         }
     }
 
+    /// Decodes one delivery into `items`; an unreadable one is dead-lettered.
+    async fn take(
+        &self,
+        delivery: lapin::message::Delivery,
+        items: &mut Vec<ReportItem>,
+        good: &mut Vec<lapin::message::Delivery>,
+    ) -> Result<(), broker::BrokerError> {
+        match wire::decode::<Report>(&delivery.data) {
+            Ok(report) => {
+                items.extend(report.items);
+                good.push(delivery);
+            }
+            Err(e) => {
+                tracing::error!(
+                    "dead-lettering a report that cannot be read ({} bytes): {e}",
+                    delivery.data.len()
+                );
+                self.metrics.dead_lettered();
+                delivery
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn consume(
         &self,
         amqp_url: &str,
@@ -270,37 +299,24 @@ impl Applier {
             let Some(first) = first else {
                 return Err(broker::BrokerError::Cancelled);
             };
-            let mut deliveries = vec![first?];
+            let mut items = Vec::new();
+            let mut good = Vec::new();
+            self.take(first?, &mut items, &mut good).await?;
             let deadline = tokio::time::sleep(self.config.linger);
             tokio::pin!(deadline);
-            while deliveries.len() < self.config.max_batch {
+            // A batch ends at max_batch deliveries or max_items items: small
+            // enough that a fan-in is never held behind a long transaction.
+            while good.len() < self.config.max_batch && items.len() < self.config.max_items {
                 tokio::select! {
                     _ = &mut deadline => break,
                     d = consumer.next() => match d {
-                        Some(d) => deliveries.push(d?),
+                        Some(d) => self.take(d?, &mut items, &mut good).await?,
                         None => break,
                     },
                 }
             }
-            let mut items = Vec::new();
-            let mut good = Vec::with_capacity(deliveries.len());
-            for delivery in deliveries {
-                match wire::decode::<Report>(&delivery.data) {
-                    Ok(report) => {
-                        items.extend(report.items);
-                        good.push(delivery);
-                    }
-                    Err(e) => {
-                        tracing::error!(
-                            "dead-lettering a report that cannot be read ({} bytes): {e}",
-                            delivery.data.len()
-                        );
-                        self.metrics.dead_lettered();
-                        delivery
-                            .reject(BasicRejectOptions { requeue: false })
-                            .await?;
-                    }
-                }
+            if items.is_empty() {
+                continue;
             }
             // Keep the deliveries (unacked) and retry until the database
             // answers: requeueing would burn the queue's delivery limit.
@@ -621,8 +637,9 @@ impl Plan {
         let id = token.job_id;
         match outcome {
             Outcome::Complete { output } => {
+                // The last phase stays on the job row (phase, seq, attempt,
+                // status): no history row, one write fewer per leaf job.
                 if self.step(id, JobEvent::Complete, Some(PhaseEvent::Complete)) {
-                    self.record_phase(id, PhaseStatus::Completed, None);
                     if let Some(job) = self.jobs.get_mut(&id) {
                         job.output = Some(Some(output.to_vec()));
                     }

@@ -31,6 +31,9 @@ pub struct Settings {
     /// Most tasks the relay publishes per transaction.
     #[arg(long, env = "TRIBUTARY_RELAY_BATCH", default_value_t = 1000)]
     pub relay_batch: i64,
+    /// Most tasks bundled into one message under load (1 disables bundling).
+    #[arg(long, env = "TRIBUTARY_MAX_BUNDLE", default_value_t = 32)]
+    pub max_bundle: usize,
     /// Postgres connections in the pool.
     #[arg(long, env = "TRIBUTARY_DB_MAX_CONNECTIONS", default_value_t = 8)]
     pub db_max_connections: u32,

@@ -149,11 +149,19 @@ async fn try_connect(options: &PgConnectOptions, max_connections: u32) -> Result
 
 /// Drops the database `url` names (for the benchmark's fresh runs).
 pub async fn drop_database(url: &str) -> Result<()> {
-    let options = PgConnectOptions::from_str(url)
-        .map_err(|e| StoreError::BadUrl { url: mask_url(url), reason: e.to_string() })?;
+    let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl {
+        url: mask_url(url),
+        reason: e.to_string(),
+    })?;
     let name = options.get_database().unwrap_or("tributary").to_owned();
-    let admin = PgPoolOptions::new().max_connections(1).connect_with(options.database("postgres")).await?;
-    let sql = format!("drop database if exists \"{}\" with (force)", name.replace('"', "\"\""));
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.database("postgres"))
+        .await?;
+    let sql = format!(
+        "drop database if exists \"{}\" with (force)",
+        name.replace('"', "\"\"")
+    );
     admin.execute(sqlx::AssertSqlSafe(sql)).await?;
     admin.close().await;
     Ok(())
@@ -261,17 +269,15 @@ pub async fn lock_jobs_and_parents(
     ids: &[Uuid],
 ) -> Result<Vec<LockedJob>> {
     trip();
-    let rows = sqlx::query_as::<_, LockedJob>(
-        concat!(
-            "select ",
-            locked_columns!(),
-            " from jobs
+    let rows = sqlx::query_as::<_, LockedJob>(concat!(
+        "select ",
+        locked_columns!(),
+        " from jobs
              where id = any($1 || array(select distinct parent_id from jobs
                                          where id = any($1) and parent_id is not null))
              order by id
              for update"
-        ),
-    )
+    ))
     .bind(ids)
     .fetch_all(&mut **tx)
     .await?;
@@ -482,7 +488,7 @@ pub async fn write_jobs(tx: &mut Transaction<'_, Postgres>, w: JobWrites) -> Res
             progress_done = case when d.set_progress then d.progress_done else j.progress_done end,
             progress_total = case when d.set_progress then d.progress_total else j.progress_total end,
             progress_message = case when d.set_progress then d.progress_message else j.progress_message end,
-            finished_at = case when d.finished then now() else j.finished_at end,
+            finished_at = case when d.finished then clock_timestamp() else j.finished_at end,
             updated_at = now()
          from unnest($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::int4[], $6::text[], $7::bool[], $8::bool[],
                      $9::bytea[], $10::bool[], $11::bytea[], $12::text[], $13::text[], $14::bool[], $15::int8[],
@@ -726,7 +732,7 @@ pub async fn mark_dispatched(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -
         return Ok(());
     }
     trip();
-    sqlx::query("update jobs set dispatch_pending = false, dispatched_at = now() where id = any($1)")
+    sqlx::query("update jobs set dispatch_pending = false, dispatched_at = clock_timestamp() where id = any($1)")
         .bind(ids)
         .execute(&mut **tx)
         .await?;

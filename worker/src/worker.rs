@@ -30,12 +30,15 @@ use tokio_util::task::TaskTracker;
 use tributary_common::broker::{self, BrokerError};
 use tributary_common::job::ENTRY_PHASE;
 use tributary_common::topology::{InvalidNamespace, Topology};
-use tributary_common::wire::{self, Outcome, ReportItem, Task};
+use tributary_common::wire::{self, Outcome, ReportItem, Task, Tasks};
 
 use crate::context::Context;
 use crate::job::Step;
 use crate::registry::Registry;
 use crate::reporter::{self, Reporter};
+
+/// How long a phase runs before its start is reported.
+const STARTED_DELAY: Duration = Duration::from_millis(100);
 
 /// Settings of a worker.
 #[derive(Debug, Clone)]
@@ -129,18 +132,17 @@ impl Worker {
                     }
                     next = stream.next() => match next {
                         Some(Ok(delivery)) => {
-                            let Ok(permit) = permits.clone().acquire_owned().await else { break 'outer };
+                            // Prefetch bounds the messages held; the permits
+                            // bound the phases running at once.
                             let run = Execution {
                                 registry: self.registry.clone(),
                                 reporter: reporter.clone(),
                                 http: http.clone(),
                                 coordinator_url: self.settings.coordinator_url.clone(),
                                 cancel: phase_cancel.clone(),
+                                permits: permits.clone(),
                             };
-                            tracker.spawn(async move {
-                                run.execute(delivery).await;
-                                drop(permit);
-                            });
+                            tracker.spawn(run.execute(delivery));
                         }
                         Some(Err(e)) => {
                             tracing::warn!("consumer failed: {e}; reconnecting");
@@ -232,18 +234,23 @@ impl Worker {
     }
 }
 
-/// Everything one phase execution needs.
+/// Everything one task message's execution needs.
+#[derive(Clone)]
 struct Execution {
     registry: Registry,
     reporter: Reporter,
     http: reqwest::Client,
     coordinator_url: String,
     cancel: CancellationToken,
+    permits: Arc<Semaphore>,
 }
 
 impl Execution {
+    /// Runs every task of one message, then acks it once every outcome is
+    /// confirmed (or returns it to the queue if one is not: the tasks that
+    /// did finish are fenced when they run again).
     async fn execute(self, delivery: Delivery) {
-        let task: Task = match wire::decode(&delivery.data) {
+        let bundle: Tasks = match wire::decode(&delivery.data) {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(
@@ -254,6 +261,33 @@ impl Execution {
                 return;
             }
         };
+        let runs = bundle.tasks.into_iter().map(|task| {
+            let this = self.clone();
+            async move {
+                let Ok(_permit) = this.permits.clone().acquire_owned().await else {
+                    return false;
+                };
+                this.run_task(task).await
+            }
+        });
+        let all_reported = futures_util::future::join_all(runs)
+            .await
+            .into_iter()
+            .all(|ok| ok);
+        if all_reported {
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+        } else {
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await;
+        }
+    }
+
+    /// Runs one task; true once its outcome is confirmed by the broker.
+    async fn run_task(self, task: Task) -> bool {
         let token = task.token;
         let outcome = match self.registry.get(&task.kind) {
             None => Outcome::Fail {
@@ -270,10 +304,17 @@ impl Execution {
                 } else {
                     task.phase.clone()
                 };
-                self.reporter.send(ReportItem::Started {
-                    token,
-                    phase: phase.clone(),
-                });
+                // Report the start only if the phase is still running after
+                // STARTED_DELAY: a fast phase's outcome implies its start,
+                // which saves a report item and a database write per leaf.
+                let started = {
+                    let reporter = self.reporter.clone();
+                    let phase = phase.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(STARTED_DELAY).await;
+                        reporter.send(ReportItem::Started { token, phase });
+                    })
+                };
                 let input = task.input.to_vec();
                 let mut ctx = Context::new(
                     task,
@@ -286,7 +327,9 @@ impl Execution {
                     let step = job.run(&phase, &input, &mut ctx).await;
                     (step, ctx)
                 });
-                match run.await {
+                let ran = run.await;
+                started.abort();
+                match ran {
                     Ok((Ok(step), mut ctx)) => match step {
                         Step::Complete(output) => Outcome::Complete { output },
                         Step::Next(phase) => Outcome::Next { phase },
@@ -324,17 +367,10 @@ impl Execution {
             .send_confirmed(ReportItem::Finished { token, outcome })
             .await
         {
-            Ok(()) => {
-                let _ = delivery.ack(BasicAckOptions::default()).await;
-            }
+            Ok(()) => true,
             Err(e) => {
                 tracing::warn!(%token, "outcome not delivered ({e}); the task goes back to the queue");
-                let _ = delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await;
+                false
             }
         }
     }
