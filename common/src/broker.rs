@@ -52,7 +52,7 @@ pub async fn connect(url: &str, name: &str, cancel: &CancellationToken) -> Resul
     let mut tries = 0u32;
     loop {
         let props = ConnectionProperties::default().with_connection_name(name.into());
-        match Connection::connect(url, props).await {
+        match Connection::connect(&with_heartbeat(url), props).await {
             Ok(conn) => {
                 if tries > 0 {
                     tracing::info!(url = %mask_url(url), "connected to RabbitMQ after {tries} failed tries");
@@ -72,6 +72,22 @@ pub async fn connect(url: &str, name: &str, cancel: &CancellationToken) -> Resul
             _ = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// AMQP heartbeat asked for when the URL names none: a peer that hangs
+/// (or a silent link) is noticed in two intervals, and its unacked tasks go
+/// back to the queue, instead of RabbitMQ's default of 60 s.
+pub const DEFAULT_HEARTBEAT_SECS: u32 = 10;
+
+/// `url` with `heartbeat=DEFAULT_HEARTBEAT_SECS` added unless it sets one.
+pub fn with_heartbeat(url: &str) -> String {
+    if url.contains("heartbeat=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&heartbeat={DEFAULT_HEARTBEAT_SECS}")
+    } else {
+        format!("{url}?heartbeat={DEFAULT_HEARTBEAT_SECS}")
     }
 }
 
@@ -232,5 +248,26 @@ impl Pending {
                 Err(BrokerError::Nacked(self.routing_key))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_heartbeat;
+
+    #[test]
+    fn a_heartbeat_is_added_unless_set() {
+        assert_eq!(
+            with_heartbeat("amqp://h:5672/%2f"),
+            "amqp://h:5672/%2f?heartbeat=10"
+        );
+        assert_eq!(
+            with_heartbeat("amqp://h/%2f?frame_max=8192"),
+            "amqp://h/%2f?frame_max=8192&heartbeat=10"
+        );
+        assert_eq!(
+            with_heartbeat("amqp://h/%2f?heartbeat=2"),
+            "amqp://h/%2f?heartbeat=2"
+        );
     }
 }

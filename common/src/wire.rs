@@ -89,6 +89,16 @@ pub enum ReportItem {
         token: DispatchToken,
         /// The phase name actually run (the entry alias resolved).
         phase: String,
+        /// The lease asked for: without a heartbeat within it, the
+        /// coordinator retries the phase elsewhere.
+        lease_ms: u64,
+    },
+    /// The phase is still running: renew its lease.
+    Heartbeat {
+        /// The execution.
+        token: DispatchToken,
+        /// The new lease, from now.
+        lease_ms: u64,
     },
     /// A batch of children spawned by the phase. Batches are numbered from
     /// 0 within a phase; a batch number seen before is ignored, so a
@@ -145,6 +155,7 @@ impl ReportItem {
     pub fn token(&self) -> &DispatchToken {
         match self {
             Self::Started { token, .. }
+            | Self::Heartbeat { token, .. }
             | Self::Spawned { token, .. }
             | Self::Checkpoint { token, .. }
             | Self::Progress { token, .. }
@@ -264,6 +275,7 @@ mod tests {
                 ReportItem::Started {
                     token: token(),
                     phase: "ingest".into(),
+                    lease_ms: 30_000,
                 },
                 ReportItem::Spawned {
                     token: token(),

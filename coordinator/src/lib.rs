@@ -16,10 +16,12 @@
 //! - [`store`]: all SQL.
 //! - [`dispatch`]: the relay that publishes committed dispatches.
 //! - [`outcome`]: the batched outcome applier and fan-in.
+//! - [`lease`]: retries started phases whose lease (heartbeats) ran out.
 //! - [`metrics`]: process counters on `/metrics`.
 
 pub mod api;
 pub mod dispatch;
+pub mod lease;
 pub mod metrics;
 pub mod outcome;
 pub mod settings;
@@ -117,6 +119,12 @@ impl Application {
             metrics.clone(),
             wake.clone(),
         );
+        let reaper = lease::LeaseReaper::new(
+            self.pool.clone(),
+            applier.clone(),
+            std::time::Duration::from_millis(self.settings.lease_sweep_ms),
+        );
+        let reaper_task = tokio::spawn(reaper.run(cancel.clone()));
         let relay_task = tokio::spawn(relay.run(self.settings.amqp_url.clone(), cancel.clone()));
         let applier_task = tokio::spawn(applier.run(
             self.settings.amqp_url.clone(),
@@ -133,6 +141,7 @@ impl Application {
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await?;
         let _ = relay_task.await;
+        let _ = reaper_task.await;
         let _ = applier_task.await;
         self.pool.close().await;
         Ok(())

@@ -375,6 +375,7 @@ struct JobPlan {
     warning: Option<String>,
     delay_ms: Option<i64>,
     progress: Option<(i64, i64, String)>,
+    lease_ms: Option<i64>,
 }
 
 impl JobPlan {
@@ -396,6 +397,7 @@ impl JobPlan {
             warning: None,
             delay_ms: None,
             progress: None,
+            lease_ms: None,
         }
     }
 
@@ -575,13 +577,16 @@ impl Plan {
             return;
         };
         match item {
-            ReportItem::Started { phase, .. } => {
+            ReportItem::Started {
+                phase, lease_ms, ..
+            } => {
                 if !job.is_current(&token) || job.phase_status != PhaseStatus::NotStarted {
                     self.applied.fenced += 1;
                     return;
                 }
                 job.row.phase = phase.clone();
                 job.started = true;
+                job.lease_ms = Some(*lease_ms as i64);
                 self.step(token.job_id, JobEvent::Start, Some(PhaseEvent::Start));
             }
             ReportItem::Spawned {
@@ -596,6 +601,14 @@ impl Plan {
                 job.row.children_total += children.len() as i64;
                 job.dirty = true;
                 self.fan_in_check.push(token.job_id);
+            }
+            ReportItem::Heartbeat { lease_ms, .. } => {
+                if !job.is_current(&token) || job.phase_status != PhaseStatus::Running {
+                    self.applied.fenced += 1;
+                    return;
+                }
+                job.lease_ms = Some(*lease_ms as i64);
+                job.dirty = true;
             }
             ReportItem::Checkpoint { state, .. } => {
                 if !job.is_current(&token) {
@@ -837,6 +850,7 @@ impl Plan {
             w.progress_total.push(t);
             w.progress_message.push(m);
             w.finished.push(job.finished);
+            w.lease_ms.push(job.lease_ms);
         }
         let deltas = self
             .tree

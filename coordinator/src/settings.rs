@@ -34,6 +34,9 @@ pub struct Settings {
     /// Most tasks bundled into one message under load (1 disables bundling).
     #[arg(long, env = "TRIBUTARY_MAX_BUNDLE", default_value_t = 32)]
     pub max_bundle: usize,
+    /// How often to look for phases whose lease (heartbeats) ran out, in ms.
+    #[arg(long, env = "TRIBUTARY_LEASE_SWEEP_MS", default_value_t = 1000)]
+    pub lease_sweep_ms: u64,
     /// Postgres connections in the pool.
     #[arg(long, env = "TRIBUTARY_DB_MAX_CONNECTIONS", default_value_t = 8)]
     pub db_max_connections: u32,

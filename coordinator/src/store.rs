@@ -462,6 +462,8 @@ pub struct JobWrites {
     pub progress_message: Vec<Option<String>>,
     /// Whether the job became terminal now.
     pub finished: Vec<bool>,
+    /// A new lease for the running phase, from now.
+    pub lease_ms: Vec<Option<i64>>,
 }
 
 /// Writes changed jobs in one statement.
@@ -489,15 +491,17 @@ pub async fn write_jobs(tx: &mut Transaction<'_, Postgres>, w: JobWrites) -> Res
             progress_total = case when d.set_progress then d.progress_total else j.progress_total end,
             progress_message = case when d.set_progress then d.progress_message else j.progress_message end,
             finished_at = case when d.finished then clock_timestamp() else j.finished_at end,
+            lease_until = case when d.lease_ms is not null then clock_timestamp() + d.lease_ms * interval '1 millisecond'
+                               when d.phase_status = 'running' then j.lease_until end,
             updated_at = now()
          from unnest($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::int4[], $6::text[], $7::bool[], $8::bool[],
                      $9::bytea[], $10::bool[], $11::bytea[], $12::text[], $13::text[], $14::bool[], $15::int8[],
                      $16::int4[], $17::text[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], $22::int8[],
-                     $23::bool[], $24::int8[], $25::int8[], $26::text[], $27::bool[])
+                     $23::bool[], $24::int8[], $25::int8[], $26::text[], $27::bool[], $28::int8[])
               as d(id, status, phase, phase_seq, attempt, phase_status, started, set_state, state, set_output,
                    output, error, warning, dispatch_pending, delay_ms, fanout_seq, resume_phase,
                    children_expected, children_total, children_completed, children_failed, children_cancelled,
-                   set_progress, progress_done, progress_total, progress_message, finished)
+                   set_progress, progress_done, progress_total, progress_message, finished, lease_ms)
          where j.id = d.id",
     )
     .bind(w.id)
@@ -527,6 +531,7 @@ pub async fn write_jobs(tx: &mut Transaction<'_, Postgres>, w: JobWrites) -> Res
     .bind(w.progress_total)
     .bind(w.progress_message)
     .bind(w.finished)
+    .bind(w.lease_ms)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -960,4 +965,18 @@ pub async fn fanout_timing(pool: &PgPool, parent: Uuid) -> Result<FanOutTiming> 
     .fetch_one(pool)
     .await?;
     Ok(row)
+}
+
+/// Running phases whose lease ran out: (job, phase number, attempt).
+pub async fn expired_leases(pool: &PgPool, limit: i64) -> Result<Vec<(Uuid, i32, i32)>> {
+    trip();
+    let rows = sqlx::query_as::<_, (Uuid, i32, i32)>(
+        "select id, phase_seq, attempt from jobs
+         where phase_status = 'running' and lease_until < now()
+         order by lease_until limit $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
 }

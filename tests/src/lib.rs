@@ -10,6 +10,8 @@
 
 #![allow(missing_docs)]
 
+pub mod proxy;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -72,6 +74,15 @@ pub struct ClusterOptions {
     pub worker_env: Vec<(String, String)>,
     /// Extra environment for the coordinator.
     pub coordinator_env: Vec<(String, String)>,
+    /// RabbitMQ URL given to the coordinator and the workers (default
+    /// [`AMQP_URL`]), e.g. through a [`proxy::FaultProxy`]. The harness's
+    /// own checks and cleanup always use [`AMQP_URL`].
+    pub amqp_url: Option<String>,
+    /// Postgres server URL, without a database, that the coordinator's
+    /// database URL is built on (default [`PG_SERVER`]), e.g. through a
+    /// [`proxy::FaultProxy`]. The harness's own pool always uses
+    /// [`PG_SERVER`].
+    pub pg_server: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -81,6 +92,8 @@ impl Default for ClusterOptions {
             concurrency: 16,
             worker_env: Vec::new(),
             coordinator_env: Vec::new(),
+            amqp_url: None,
+            pg_server: None,
         }
     }
 }
@@ -90,6 +103,11 @@ pub struct TestCluster {
     pub namespace: String,
     pub database: String,
     pub database_url: String,
+    /// The database URL the coordinator is given (equal to `database_url`
+    /// unless [`ClusterOptions::pg_server`] is set).
+    pub process_database_url: String,
+    /// The RabbitMQ URL the processes are given.
+    pub process_amqp_url: String,
     pub url: String,
     pub listen: String,
     pub pool: PgPool,
@@ -116,10 +134,17 @@ impl TestCluster {
         let database_url = format!("{PG_SERVER}/{database}");
         let listen = format!("127.0.0.1:{}", free_port());
         let url = format!("http://{listen}");
+        let process_database_url = format!(
+            "{}/{database}",
+            options.pg_server.as_deref().unwrap_or(PG_SERVER)
+        );
+        let process_amqp_url = options.amqp_url.clone().unwrap_or_else(|| AMQP_URL.into());
         let mut cluster = Self {
             namespace,
             database,
             database_url: database_url.clone(),
+            process_database_url,
+            process_amqp_url,
             url,
             listen,
             pool: PgPool::connect_lazy(&database_url).expect("pool"),
@@ -143,8 +168,8 @@ impl TestCluster {
     pub async fn start_coordinator(&mut self) {
         let mut child = Command::new(bin("tributary-coordinator"))
             .env("TRIBUTARY_LISTEN", &self.listen)
-            .env("TRIBUTARY_DATABASE_URL", &self.database_url)
-            .env("TRIBUTARY_AMQP_URL", AMQP_URL)
+            .env("TRIBUTARY_DATABASE_URL", &self.process_database_url)
+            .env("TRIBUTARY_AMQP_URL", &self.process_amqp_url)
             .env("TRIBUTARY_NAMESPACE", &self.namespace)
             .envs(self.options.coordinator_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
@@ -169,7 +194,7 @@ impl TestCluster {
 
     fn worker_command(&self) -> Command {
         let mut cmd = Command::new(bin("tributary-worker"));
-        cmd.env("TRIBUTARY_AMQP_URL", AMQP_URL)
+        cmd.env("TRIBUTARY_AMQP_URL", &self.process_amqp_url)
             .env("TRIBUTARY_NAMESPACE", &self.namespace)
             .env("TRIBUTARY_COORDINATOR_URL", &self.url)
             .env(

@@ -33,6 +33,10 @@ pub trait Job: Send + Sync + 'static {
     const KIND: &'static str;
     /// The phase a new job runs first.
     const START: &'static str = "start";
+    /// How long one execution of a phase may run before it fails as
+    /// retryable (default one hour). A worker that hangs as a whole is
+    /// caught by the coordinator's lease instead.
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
     /// The input, decoded from MessagePack for every phase.
     type Input: DeserializeOwned + Send;
     /// The output of the last phase.

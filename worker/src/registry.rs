@@ -20,6 +20,7 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A [`Job`] with its types erased.
 pub(crate) trait ErasedJob: Send + Sync {
     fn start(&self) -> &'static str;
+    fn timeout(&self) -> std::time::Duration;
     fn run<'a>(
         &'a self,
         phase: &'a str,
@@ -31,6 +32,10 @@ pub(crate) trait ErasedJob: Send + Sync {
 impl<J: Job> ErasedJob for J {
     fn start(&self) -> &'static str {
         J::START
+    }
+
+    fn timeout(&self) -> std::time::Duration {
+        J::TIMEOUT
     }
 
     fn run<'a>(

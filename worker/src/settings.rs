@@ -31,6 +31,13 @@ pub struct Settings {
     /// Seconds in-flight phases may run on after SIGTERM.
     #[arg(long, env = "TRIBUTARY_GRACE_SECS", default_value_t = 30)]
     pub grace_secs: u64,
+    /// Seconds between heartbeats of a running phase (its lease is 3x this).
+    #[arg(long, env = "TRIBUTARY_HEARTBEAT_SECS", default_value_t = 10)]
+    pub heartbeat_secs: u64,
+    /// Seconds before a long phase's task message is acked early (its lease
+    /// then owns recovery); under RabbitMQ's 30-minute consumer timeout.
+    #[arg(long, env = "TRIBUTARY_ACK_AFTER_SECS", default_value_t = 300)]
+    pub ack_after_secs: u64,
     /// Fault injection for tests: publish every report twice.
     #[arg(
         long,
@@ -53,6 +60,8 @@ impl Settings {
             concurrency: self.concurrency,
             grace: Duration::from_secs(self.grace_secs),
             duplicate_reports: self.duplicate_reports,
+            heartbeat: Duration::from_secs(self.heartbeat_secs.max(1)),
+            ack_after: Duration::from_secs(self.ack_after_secs.max(1)),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! anything unfinished goes back to the queue.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -33,7 +34,7 @@ use tributary_common::topology::{InvalidNamespace, Topology};
 use tributary_common::wire::{self, Outcome, ReportItem, Task, Tasks};
 
 use crate::context::Context;
-use crate::job::Step;
+use crate::job::{PhaseError, Step};
 use crate::registry::Registry;
 use crate::reporter::{self, Reporter};
 
@@ -55,6 +56,12 @@ pub struct WorkerSettings {
     pub grace: Duration,
     /// Fault injection: publish every report twice.
     pub duplicate_reports: bool,
+    /// How often a running phase renews its lease; the lease asked for is
+    /// three times this.
+    pub heartbeat: Duration,
+    /// How long a message may stay unacked before it is acked early (once
+    /// its phases hold leases); keep it under RabbitMQ's consumer timeout.
+    pub ack_after: Duration,
 }
 
 /// Why a worker could not run.
@@ -141,6 +148,8 @@ impl Worker {
                                 coordinator_url: self.settings.coordinator_url.clone(),
                                 cancel: phase_cancel.clone(),
                                 permits: permits.clone(),
+                                heartbeat: self.settings.heartbeat,
+                                ack_after: self.settings.ack_after,
                             };
                             tracker.spawn(run.execute(delivery));
                         }
@@ -243,7 +252,15 @@ struct Execution {
     coordinator_url: String,
     cancel: CancellationToken,
     permits: Arc<Semaphore>,
+    heartbeat: Duration,
+    ack_after: Duration,
 }
+
+/// Task states within one message.
+const RUNNING: u8 = 0;
+const LEASED: u8 = 1;
+const DONE: u8 = 2;
+const LOST: u8 = 3;
 
 impl Execution {
     /// Runs every task of one message, then acks it once every outcome is
@@ -261,20 +278,53 @@ impl Execution {
                 return;
             }
         };
-        let runs = bundle.tasks.into_iter().map(|task| {
+        // One state per task: the message may be acked early once every
+        // task has either finished or holds a lease (see `ack_after`).
+        let states: Arc<Vec<AtomicU8>> = Arc::new(
+            bundle
+                .tasks
+                .iter()
+                .map(|_| AtomicU8::new(RUNNING))
+                .collect(),
+        );
+        let runs = bundle.tasks.into_iter().enumerate().map(|(i, task)| {
             let this = self.clone();
+            let states = states.clone();
             async move {
                 let Ok(_permit) = this.permits.clone().acquire_owned().await else {
                     return false;
                 };
-                this.run_task(task).await
+                let ok = this.run_task(task, &states[i]).await;
+                states[i].store(if ok { DONE } else { LOST }, Relaxed);
+                ok
             }
         });
-        let all_reported = futures_util::future::join_all(runs)
-            .await
-            .into_iter()
-            .all(|ok| ok);
-        if all_reported {
+        let all = futures_util::future::join_all(runs);
+        tokio::pin!(all);
+        let ack_after = tokio::time::sleep(self.ack_after);
+        tokio::pin!(ack_after);
+        let mut acked = false;
+        let results = loop {
+            tokio::select! {
+                results = &mut all => break results,
+                _ = &mut ack_after, if !acked => {
+                    // A long phase: RabbitMQ would close the channel after its
+                    // consumer timeout (30 min by default) and redeliver. Once
+                    // every task is leased or done, the coordinator's lease
+                    // owns recovery, so the message can go.
+                    if states.iter().all(|s| matches!(s.load(Relaxed), LEASED | DONE)) {
+                        let _ = delivery.ack(BasicAckOptions::default()).await;
+                        acked = true;
+                    } else {
+                        ack_after.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
+                    }
+                }
+            }
+        };
+        if acked {
+            return;
+        }
+        if results.into_iter().all(|ok| ok) {
             let _ = delivery.ack(BasicAckOptions::default()).await;
         } else {
             let _ = delivery
@@ -287,7 +337,7 @@ impl Execution {
     }
 
     /// Runs one task; true once its outcome is confirmed by the broker.
-    async fn run_task(self, task: Task) -> bool {
+    async fn run_task(self, task: Task, state: &AtomicU8) -> bool {
         let token = task.token;
         let outcome = match self.registry.get(&task.kind) {
             None => Outcome::Fail {
@@ -305,14 +355,33 @@ impl Execution {
                     task.phase.clone()
                 };
                 // Report the start only if the phase is still running after
-                // STARTED_DELAY: a fast phase's outcome implies its start,
-                // which saves a report item and a database write per leaf.
-                let started = {
+                // STARTED_DELAY (a fast phase's outcome implies its start,
+                // which saves a report item and a database write per leaf);
+                // from then on, renew the lease with heartbeats.
+                let leased = Arc::new(tokio::sync::Notify::new());
+                let liveness = {
                     let reporter = self.reporter.clone();
                     let phase = phase.clone();
+                    let heartbeat = self.heartbeat;
+                    let lease_ms = (heartbeat * 3).as_millis() as u64;
+                    let leased = leased.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(STARTED_DELAY).await;
-                        reporter.send(ReportItem::Started { token, phase });
+                        if reporter
+                            .send_confirmed(ReportItem::Started {
+                                token,
+                                phase,
+                                lease_ms,
+                            })
+                            .await
+                            .is_ok()
+                        {
+                            leased.notify_one();
+                        }
+                        loop {
+                            tokio::time::sleep(heartbeat).await;
+                            reporter.send(ReportItem::Heartbeat { token, lease_ms });
+                        }
                     })
                 };
                 let input = task.input.to_vec();
@@ -323,12 +392,29 @@ impl Execution {
                     self.coordinator_url,
                     self.cancel,
                 );
-                let run = tokio::spawn(async move {
-                    let step = job.run(&phase, &input, &mut ctx).await;
-                    (step, ctx)
-                });
-                let ran = run.await;
-                started.abort();
+                let timeout = job.timeout();
+                let run =
+                    tokio::spawn(async move {
+                        let step =
+                            match tokio::time::timeout(timeout, job.run(&phase, &input, &mut ctx))
+                                .await
+                            {
+                                Ok(step) => step,
+                                Err(_) => Err(PhaseError::retryable(format!(
+                                    "phase timed out after {timeout:?}"
+                                ))),
+                            };
+                        (step, ctx)
+                    });
+                let mut run = run;
+                let ran = tokio::select! {
+                    ran = &mut run => ran,
+                    _ = leased.notified() => {
+                        state.store(LEASED, Relaxed);
+                        run.await
+                    }
+                };
+                liveness.abort();
                 match ran {
                     Ok((Ok(step), mut ctx)) => match step {
                         Step::Complete(output) => Outcome::Complete { output },

@@ -5,5 +5,7 @@
 #![allow(missing_docs)]
 
 mod api;
+mod chaos;
 mod fanout;
 mod faults;
+mod leases;
