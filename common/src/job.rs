@@ -54,9 +54,10 @@ impl ChildCounts {
 }
 
 /// What a submitter (or a spawning phase, per child) may set on a job.
-/// Every field is optional; absent ones take the documented defaults.
+/// Every field is optional; absent ones take the documented defaults. On the
+/// wire unknown fields are ignored (a newer worker may send more); the HTTP
+/// API refuses them (see [`JobOptions::FIELDS`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct JobOptions {
     /// Phase to start in; default [`ENTRY_PHASE`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,6 +72,16 @@ pub struct JobOptions {
     /// What to do once more than `max_child_failures` children failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_action: Option<FailureAction>,
+}
+
+impl JobOptions {
+    /// The field names this build knows.
+    pub const FIELDS: [&'static str; 4] = [
+        "phase",
+        "max_attempts",
+        "max_child_failures",
+        "failure_action",
+    ];
 }
 
 /// Default executions per phase.

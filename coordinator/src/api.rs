@@ -94,7 +94,34 @@ struct Submission {
     #[serde(default)]
     input: Value,
     #[serde(default)]
-    options: Option<JobOptions>,
+    options: Option<Value>,
+}
+
+/// Options, refusing fields this build does not know (a typo must not be
+/// silently ignored at the edge).
+fn parse_options(options: Option<Value>) -> Result<JobOptions, ApiError> {
+    let Some(value) = options else {
+        return Ok(JobOptions::default());
+    };
+    if let Some(map) = value.as_object()
+        && let Some(unknown) = map
+            .keys()
+            .find(|k| !JobOptions::FIELDS.contains(&k.as_str()))
+    {
+        return Err(bad(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "invalid job submission: options: unknown field `{unknown}`, expected one of {:?}",
+                JobOptions::FIELDS
+            ),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        bad(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("invalid job submission: options: {e}"),
+        )
+    })
 }
 
 /// A kind is a routing key and part of queue names: keep it to safe characters.
@@ -137,7 +164,7 @@ async fn submit(
             ),
         ));
     }
-    let options = sub.options.unwrap_or_default();
+    let options = parse_options(sub.options)?;
     let max_attempts = options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
     if max_attempts == 0 {
         return Err(bad(
@@ -278,8 +305,21 @@ async fn children(
     let rows = store::children(&state.pool, id, q.seq, q.after.unwrap_or(-1), limit).await?;
     match q.format.as_deref() {
         Some("msgpack") => {
+            // Cap a page at about 8 MiB (the reader pages until an empty one).
+            // Always at least one row, so the reader never sees an early end.
+            let mut budget = 8 * 1024 * 1024usize;
+            let mut first = true;
             let results: Vec<ChildResult> = rows
                 .into_iter()
+                .take_while(|r| {
+                    let size = 64
+                        + r.output.as_ref().map_or(0, Vec::len)
+                        + r.error.as_ref().map_or(0, String::len);
+                    let fits = first || size <= budget;
+                    first = false;
+                    budget = budget.saturating_sub(size);
+                    fits
+                })
                 .map(|r| ChildResult {
                     id: r.id,
                     index: r.child_index as u64,

@@ -137,9 +137,9 @@ impl Applier {
                 token,
                 batch,
                 children,
-                ..
+                first_index,
             } = item
-                && plan.accepts_spawn(token)
+                && plan.accepts_spawn(token, *first_index, children.len())
             {
                 batches.push((
                     token.job_id,
@@ -211,6 +211,9 @@ impl Applier {
             for row in store::lock_jobs(&mut tx, &missing).await? {
                 plan.insert(row);
             }
+            // A parent that no longer exists cannot count anything.
+            plan.parent_deltas
+                .retain(|(p, _), _| plan.jobs.contains_key(p));
             plan.flush_parent_deltas();
             plan.settle_fan_ins();
         }
@@ -465,7 +468,7 @@ struct Plan {
     /// Parents whose fan-in must be re-evaluated.
     fan_in_check: Vec<Uuid>,
     /// Child endings for parents not locked yet: (completed, failed, cancelled).
-    parent_deltas: HashMap<Uuid, [i64; 3]>,
+    parent_deltas: HashMap<(Uuid, i32), [i64; 3]>,
 }
 
 impl Plan {
@@ -490,15 +493,24 @@ impl Plan {
         self.jobs.entry(row.id).or_insert_with(|| JobPlan::new(row));
     }
 
-    fn accepts_spawn(&self, token: &DispatchToken) -> bool {
+    fn accepts_spawn(&self, token: &DispatchToken, first_index: u64, len: usize) -> bool {
         // Any attempt of the current phase may spawn: batches are keyed by
         // phase and number, so a re-executed phase re-sends the same ones.
+        // After the seal, only batches inside the sealed range are taken (a
+        // batch sent before the Wait may be applied after it); anything
+        // beyond would keep the fan-in from ever firing.
         self.jobs.get(&token.job_id).is_some_and(|j| {
             j.row.phase_seq == token.seq as i32
-                && matches!(
-                    j.status,
-                    JobStatus::Pending | JobStatus::Running | JobStatus::Waiting
-                )
+                && match j.status {
+                    JobStatus::Pending | JobStatus::Running => true,
+                    JobStatus::Waiting => {
+                        j.row.fanout_seq == Some(token.seq as i32)
+                            && j.row
+                                .children_expected
+                                .is_some_and(|e| first_index + len as u64 <= e as u64)
+                    }
+                    _ => false,
+                }
         })
     }
 
@@ -708,7 +720,11 @@ impl Plan {
 
     /// Counts a job's ending into its parent.
     fn child_ended(&mut self, id: Uuid, status: JobStatus) {
-        let Some(parent_id) = self.jobs.get(&id).and_then(|j| j.row.parent_id) else {
+        let Some((parent_id, parent_seq)) = self
+            .jobs
+            .get(&id)
+            .and_then(|j| j.row.parent_id.zip(j.row.parent_seq))
+        else {
             return;
         };
         let slot = match status {
@@ -716,23 +732,33 @@ impl Plan {
             JobStatus::Failed => 1,
             _ => 2,
         };
-        self.parent_deltas.entry(parent_id).or_default()[slot] += 1;
+        self.parent_deltas
+            .entry((parent_id, parent_seq))
+            .or_default()[slot] += 1;
         self.flush_parent_deltas();
     }
 
-    /// Applies child endings to parents that are locked.
+    /// Applies child endings to parents that are locked. A child counts
+    /// only into the fan-out that spawned it: one left over from an earlier
+    /// fan-out (its parent moved on under `mark_warning` or `stop_all`, or
+    /// returned without waiting) changes no later fan-in.
     fn flush_parent_deltas(&mut self) {
-        let ready: Vec<Uuid> = self
+        let ready: Vec<(Uuid, i32)> = self
             .parent_deltas
             .keys()
-            .filter(|p| self.jobs.contains_key(p))
+            .filter(|(p, _)| self.jobs.contains_key(p))
             .copied()
             .collect();
-        for parent_id in ready {
-            let Some([c, f, x]) = self.parent_deltas.remove(&parent_id) else {
+        for key in ready {
+            let Some([c, f, x]) = self.parent_deltas.remove(&key) else {
                 continue;
             };
+            let (parent_id, seq) = key;
             if let Some(parent) = self.jobs.get_mut(&parent_id) {
+                if parent.row.fanout_seq != Some(seq) {
+                    tracing::debug!(parent = %parent_id, seq, "child of an earlier fan-out ended; not counted");
+                    continue;
+                }
                 parent.row.children_completed += c;
                 parent.row.children_failed += f;
                 parent.row.children_cancelled += x;
@@ -743,8 +769,9 @@ impl Plan {
     }
 
     fn missing_parents(&self) -> Vec<Uuid> {
-        let mut ids: Vec<Uuid> = self.parent_deltas.keys().copied().collect();
+        let mut ids: Vec<Uuid> = self.parent_deltas.keys().map(|(p, _)| *p).collect();
         ids.sort_unstable();
+        ids.dedup();
         ids
     }
 

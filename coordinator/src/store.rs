@@ -219,6 +219,8 @@ pub struct LockedJob {
     pub root_id: Uuid,
     /// Its parent.
     pub parent_id: Option<Uuid>,
+    /// The parent's phase that spawned it.
+    pub parent_seq: Option<i32>,
     /// Job status (text).
     pub status: String,
     /// Current phase name.
@@ -256,7 +258,7 @@ pub struct LockedJob {
 /// The columns of [`LockedJob`], for `concat!` into static queries.
 macro_rules! locked_columns {
     () => {
-        "id, root_id, parent_id, status, phase, phase_seq, attempt, phase_status, max_attempts,
+        "id, root_id, parent_id, parent_seq, status, phase, phase_seq, attempt, phase_status, max_attempts,
     dispatch_pending, fanout_seq, resume_phase, children_expected, children_total, children_completed,
     children_failed, children_cancelled, max_child_failures, failure_action"
     };

@@ -148,7 +148,12 @@ impl TestCluster {
             url,
             listen,
             pool: PgPool::connect_lazy(&database_url).expect("pool"),
-            http: reqwest::Client::new(),
+            // No connection reuse: a refused oversize upload leaves its connection
+            // broken, and the next request must not inherit it.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("http client"),
             options: options.clone(),
             coordinator: None,
             workers: Vec::new(),

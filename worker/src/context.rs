@@ -13,7 +13,12 @@ use crate::reporter::Reporter;
 
 /// Children per spawn message; larger `spawn` calls are split.
 const SPAWN_CHUNK: usize = 2000;
-/// Children per page when reading results.
+/// Input bytes per spawn message, roughly.
+const SPAWN_BYTES: usize = 4 * 1024 * 1024;
+/// The largest input of one child.
+const MAX_CHILD_BYTES: usize = 8 * 1024 * 1024;
+/// Children per page when reading results (the coordinator may answer
+/// fewer to keep a page under its byte cap).
 const RESULTS_PAGE: usize = 5000;
 
 /// The checkpoint as stored: the user's state plus the spawn position, so
@@ -134,7 +139,24 @@ impl Context {
     pub async fn spawn(&mut self, children: Vec<Child>) -> Result<(), PhaseError> {
         let mut children = children.into_iter().map(|c| c.spec).peekable();
         while children.peek().is_some() {
-            let chunk: Vec<_> = children.by_ref().take(SPAWN_CHUNK).collect();
+            // A chunk is at most SPAWN_CHUNK children and about SPAWN_BYTES
+            // of inputs, so a report stays well under the wire limit.
+            let mut chunk = Vec::new();
+            let mut bytes = 0;
+            while let Some(next) = children.peek() {
+                let size = next.input.len() + next.kind.len();
+                if size > MAX_CHILD_BYTES {
+                    return Err(PhaseError::permanent(format!(
+                        "a {} child's input is {size} bytes, over the {MAX_CHILD_BYTES}-byte limit",
+                        next.kind
+                    )));
+                }
+                if !chunk.is_empty() && (chunk.len() == SPAWN_CHUNK || bytes + size > SPAWN_BYTES) {
+                    break;
+                }
+                bytes += size;
+                chunk.extend(children.next());
+            }
             let n = chunk.len() as u64;
             let item = ReportItem::Spawned {
                 token: self.task.token,
@@ -245,9 +267,7 @@ impl<T: DeserializeOwned> ChildResults<'_, T> {
         let bytes = response.bytes().await?;
         let page: Vec<ChildResult> = wire::decode(&bytes)
             .map_err(|e| PhaseError::retryable(format!("children results: {e}")))?;
-        if page.len() < RESULTS_PAGE {
-            self.done = true;
-        }
+
         if let Some(last) = page.last() {
             self.after = last.index as i64;
         }

@@ -16,13 +16,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tributary_common::broker;
 use tributary_common::topology::Topology;
-use tributary_common::wire::{self, Report, ReportItem};
+use tributary_common::wire::{self, Outcome, Report, ReportItem};
 
 /// Most items in one message.
 const MAX_ITEMS: usize = 1000;
-/// Soft cap on one message's encoded children (each Spawned batch counts
-/// by its size), well under the wire limit.
-const MAX_CHILDREN: usize = 20_000;
+/// Soft cap on one message's size in bytes (estimated before encoding),
+/// well under the 16 MiB wire limit even with one large item on top.
+const MAX_BYTES: usize = 4 * 1024 * 1024;
 
 /// Why a report could not be delivered.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -81,11 +81,11 @@ pub fn start(
             let Some(first) = first else { break };
             let mut items = Vec::with_capacity(64);
             let mut waiters = Vec::new();
-            let mut children = 0usize;
-            push(first, &mut items, &mut waiters, &mut children);
-            while items.len() < MAX_ITEMS && children < MAX_CHILDREN {
+            let mut bytes = 0usize;
+            push(first, &mut items, &mut waiters, &mut bytes);
+            while items.len() < MAX_ITEMS && bytes < MAX_BYTES {
                 match rx.try_recv() {
-                    Ok(next) => push(next, &mut items, &mut waiters, &mut children),
+                    Ok(next) => push(next, &mut items, &mut waiters, &mut bytes),
                     Err(_) => break,
                 }
             }
@@ -116,14 +116,33 @@ fn push(
     entry: (ReportItem, Option<Waiter>),
     items: &mut Vec<ReportItem>,
     waiters: &mut Vec<Waiter>,
-    children: &mut usize,
+    bytes: &mut usize,
 ) {
-    if let ReportItem::Spawned { children: c, .. } = &entry.0 {
-        *children += c.len();
-    }
+    *bytes += approx_size(&entry.0);
     items.push(entry.0);
     if let Some(w) = entry.1 {
         waiters.push(w);
+    }
+}
+
+/// A generous estimate of an item's encoded size.
+fn approx_size(item: &ReportItem) -> usize {
+    128 + match item {
+        ReportItem::Spawned { children, .. } => children
+            .iter()
+            .map(|c| c.input.len() + c.kind.len() + 96)
+            .sum(),
+        ReportItem::Checkpoint { state, .. } => state.len(),
+        ReportItem::Progress { message, .. } | ReportItem::Log { message, .. } => message.len(),
+        ReportItem::Finished {
+            outcome: Outcome::Complete { output },
+            ..
+        } => output.len(),
+        ReportItem::Finished {
+            outcome: Outcome::Fail { error, .. },
+            ..
+        } => error.len(),
+        _ => 0,
     }
 }
 
