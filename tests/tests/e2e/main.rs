@@ -9,3 +9,4 @@ mod chaos;
 mod fanout;
 mod faults;
 mod leases;
+mod scenarios;

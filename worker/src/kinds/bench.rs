@@ -104,6 +104,9 @@ pub struct FanOutInput {
     /// How those children fail.
     #[serde(default)]
     pub fail: FailMode,
+    /// Milliseconds the spawning phase sleeps before it seals the fan-out.
+    #[serde(default)]
+    pub pause_ms: u64,
 }
 
 /// Output of `bench.fanout`.
@@ -158,6 +161,9 @@ impl Job for FanOut {
                     next = end;
                     ctx.checkpoint(&next).await?;
                     ctx.progress(next, input.n, "spawning");
+                }
+                if input.pause_ms > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(input.pause_ms)).await;
                 }
                 Ok(Step::wait("sum"))
             }
