@@ -9,4 +9,5 @@ mod chaos;
 mod fanout;
 mod faults;
 mod leases;
+mod restarts;
 mod scenarios;

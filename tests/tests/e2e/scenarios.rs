@@ -26,7 +26,10 @@ struct Rng(u64);
 
 impl Rng {
     fn from_env(name: &str) -> Self {
-        let seed = std::env::var("TRIBUTARY_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20_261_122u64);
+        let seed = std::env::var("TRIBUTARY_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20_261_122u64);
         eprintln!("{name}: seed {seed}");
         Self(seed.max(1))
     }
@@ -53,12 +56,22 @@ async fn children_done(c: &TestCluster, id: Uuid) -> i64 {
 
 async fn check(c: &TestCluster, name: &str, id: Uuid, n: u64, kills: u32, timeout: Duration) {
     let job = c.wait_for(id, "completed", timeout).await;
-    assert_eq!(job["output"]["sum"], n * (n - 1) / 2, "{name}: the aggregate is exact");
-    assert_eq!(job["output"]["counted"], json!([n, n, 0]), "{name}: counters are exact");
+    assert_eq!(
+        job["output"]["sum"],
+        n * (n - 1) / 2,
+        "{name}: the aggregate is exact"
+    );
+    assert_eq!(
+        job["output"]["counted"],
+        json!([n, n, 0]),
+        "{name}: counters are exact"
+    );
     c.assert_tree_exact(id).await;
     assert_eq!(c.task_queue_depth().await, 0, "{name}: no task left queued");
-    let jobs: i64 =
-        sqlx::query_scalar("select count(*) from jobs").fetch_one(&c.pool).await.expect("count jobs");
+    let jobs: i64 = sqlx::query_scalar("select count(*) from jobs")
+        .fetch_one(&c.pool)
+        .await
+        .expect("count jobs");
     let fenced = c.fenced().await;
     println!("RELIABILITY scenario={name} jobs={jobs} kills={kills} fenced={fenced} lost=0");
 }
@@ -66,9 +79,23 @@ async fn check(c: &TestCluster, name: &str, id: Uuid, n: u64, kills: u32, timeou
 #[tokio::test(flavor = "multi_thread")]
 async fn workers_killed_again_and_again_during_a_large_fan_out() {
     let mut rng = Rng::from_env("worker kills");
-    let (n, kills) = if soak() { (20_000u64, 100u32) } else { (5000, 20) };
-    let mut c = TestCluster::start_with(ClusterOptions { workers: 3, concurrency: 16, ..Default::default() }).await;
-    let id = c.submit("bench.fanout", json!({ "n": n, "batch": 500, "sleep_ms": 80 })).await;
+    let (n, kills) = if soak() {
+        (20_000u64, 100u32)
+    } else {
+        (5000, 20)
+    };
+    let mut c = TestCluster::start_with(ClusterOptions {
+        workers: 3,
+        concurrency: 16,
+        ..Default::default()
+    })
+    .await;
+    let id = c
+        .submit(
+            "bench.fanout",
+            json!({ "n": n, "batch": 500, "sleep_ms": 80 }),
+        )
+        .await;
     for _ in 0..kills {
         tokio::time::sleep(Duration::from_millis(100 + rng.below(300))).await;
         let victim = rng.below(c.workers.len() as u64) as usize;
@@ -82,19 +109,40 @@ async fn workers_killed_again_and_again_during_a_large_fan_out() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_coordinator_killed_at_random_points_loses_nothing() {
     let mut rng = Rng::from_env("coordinator kills");
-    let (n, kills) = if soak() { (20_000u64, 20u32) } else { (5000, 5) };
+    let (n, kills) = if soak() {
+        (20_000u64, 20u32)
+    } else {
+        (5000, 5)
+    };
     let mut c = TestCluster::start().await;
-    let id = c.submit("bench.fanout", json!({ "n": n, "batch": 250, "sleep_ms": 5 })).await;
+    let id = c
+        .submit(
+            "bench.fanout",
+            json!({ "n": n, "batch": 250, "sleep_ms": 5 }),
+        )
+        .await;
     for k in 0..kills {
         // The first kill lands while children are being inserted and
         // dispatched; later ones while batches of outcomes are applied.
-        let wait = if k == 0 { rng.below(300) } else { 300 + rng.below(1200) };
+        let wait = if k == 0 {
+            rng.below(300)
+        } else {
+            300 + rng.below(1200)
+        };
         tokio::time::sleep(Duration::from_millis(wait)).await;
         c.kill_coordinator().await;
         tokio::time::sleep(Duration::from_millis(rng.below(1000))).await;
         c.start_coordinator().await;
     }
-    check(&c, "coordinator-sigkill", id, n, kills, Duration::from_secs(600)).await;
+    check(
+        &c,
+        "coordinator-sigkill",
+        id,
+        n,
+        kills,
+        Duration::from_secs(600),
+    )
+    .await;
     c.shutdown().await;
 }
 
@@ -106,13 +154,22 @@ async fn second_coordinator(c: &TestCluster) -> Child {
         .env("TRIBUTARY_AMQP_URL", &c.process_amqp_url)
         .env("TRIBUTARY_NAMESPACE", &c.namespace)
         .stdout(Stdio::piped())
-        .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
+        .stderr(if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .kill_on_drop(true)
         .spawn()
         .expect("start a second coordinator");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await.expect("it starts");
-    assert!(matches!(line, Ok(Some(ref l)) if l.starts_with("listening on")), "{line:?}");
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("it starts");
+    assert!(
+        matches!(line, Ok(Some(ref l)) if l.starts_with("listening on")),
+        "{line:?}"
+    );
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     child
 }
@@ -122,14 +179,30 @@ async fn two_coordinators_share_the_work_and_one_is_killed() {
     let n = if soak() { 20_000u64 } else { 5000 };
     let c = TestCluster::start().await;
     let mut second = second_coordinator(&c).await;
-    let id = c.submit("bench.fanout", json!({ "n": n, "batch": 250, "sleep_ms": 5 })).await;
+    let id = c
+        .submit(
+            "bench.fanout",
+            json!({ "n": n, "batch": 250, "sleep_ms": 5 }),
+        )
+        .await;
     let started = Instant::now();
     while children_done(&c, id).await < (n / 3) as i64 {
-        assert!(started.elapsed() < Duration::from_secs(120), "children did not progress");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "children did not progress"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     second.kill().await.expect("kill the second coordinator");
-    check(&c, "two-coordinators-one-killed", id, n, 1, Duration::from_secs(600)).await;
+    check(
+        &c,
+        "two-coordinators-one-killed",
+        id,
+        n,
+        1,
+        Duration::from_secs(600),
+    )
+    .await;
     c.shutdown().await;
 }
 
@@ -137,10 +210,14 @@ async fn two_coordinators_share_the_work_and_one_is_killed() {
 async fn a_fan_in_that_completes_while_the_coordinator_is_down_moves_on_after_restart() {
     let mut c = TestCluster::start().await;
     // With children: they all start, the coordinator dies, they all finish.
-    let with = c.submit("bench.fanout", json!({ "n": 40, "sleep_ms": 1500 })).await;
+    let with = c
+        .submit("bench.fanout", json!({ "n": 40, "sleep_ms": 1500 }))
+        .await;
     // Without children: the parent seals an empty fan-out while the
     // coordinator is down.
-    let without = c.submit("bench.fanout", json!({ "n": 0, "pause_ms": 1500 })).await;
+    let without = c
+        .submit("bench.fanout", json!({ "n": 0, "pause_ms": 1500 }))
+        .await;
     let started = Instant::now();
     loop {
         let dispatched: i64 = sqlx::query_scalar(
@@ -154,7 +231,10 @@ async fn a_fan_in_that_completes_while_the_coordinator_is_down_moves_on_after_re
         if dispatched == 41 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "children were not dispatched");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "children were not dispatched"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     c.kill_coordinator().await;
@@ -169,14 +249,22 @@ async fn a_fan_in_that_completes_while_the_coordinator_is_down_moves_on_after_re
             .await
             .expect("parent");
     assert_eq!(status, "waiting");
-    assert!(done < 40, "the children finished while the coordinator was down");
+    assert!(
+        done < 40,
+        "the children finished while the coordinator was down"
+    );
     c.start_coordinator().await;
     let job = c.wait_for(with, "completed", Duration::from_secs(60)).await;
     assert_eq!(job["output"]["sum"], 39 * 40 / 2);
-    let job = c.wait_for(without, "completed", Duration::from_secs(60)).await;
+    let job = c
+        .wait_for(without, "completed", Duration::from_secs(60))
+        .await;
     assert_eq!(job["output"]["counted"], json!([0, 0, 0]));
     c.assert_tree_exact(with).await;
     c.assert_tree_exact(without).await;
-    println!("RELIABILITY scenario=fan-in-while-coordinator-down jobs=43 kills=1 fenced={} lost=0", c.fenced().await);
+    println!(
+        "RELIABILITY scenario=fan-in-while-coordinator-down jobs=43 kills=1 fenced={} lost=0",
+        c.fenced().await
+    );
     c.shutdown().await;
 }
