@@ -108,14 +108,14 @@ impl Relay {
         let mut pending = Vec::new();
         for (kind, jobs) in by_kind {
             let size = bundle_size(jobs.len(), self.config.max_bundle);
-            for bundle in jobs.chunks(size) {
+            for bundle in bundles(&jobs, size) {
                 let body = wire::encode(&Tasks {
                     tasks: bundle.iter().map(|j| task_of(j)).collect(),
                 })?;
                 let p =
                     broker::publish(channel, &self.topology.tasks_exchange(), kind, &body, true)
                         .await?;
-                pending.push((bundle.to_vec(), p));
+                pending.push((bundle, p));
             }
         }
         let mut published = Vec::with_capacity(due.len());
@@ -222,6 +222,31 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) {
 /// growing with the backlog up to `max`.
 fn bundle_size(due: usize, max: usize) -> usize {
     (due / 64).clamp(1, max.max(1))
+}
+
+/// Most input bytes in one bundle: with a task's own input capped well
+/// below the 16 MiB wire limit, a bundle stays under it too.
+const BUNDLE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Splits `jobs` into bundles of at most `size` tasks and about
+/// [`BUNDLE_BYTES`] of inputs and checkpoints (one task always fits).
+fn bundles<'a>(jobs: &[&'a DueJob], size: usize) -> Vec<Vec<&'a DueJob>> {
+    let mut out: Vec<Vec<&DueJob>> = Vec::new();
+    let mut bytes = 0;
+    for job in jobs {
+        let weight = job.input.len() + job.state.as_ref().map_or(0, Vec::len);
+        match out.last_mut() {
+            Some(last) if last.len() < size && bytes + weight <= BUNDLE_BYTES => {
+                last.push(job);
+                bytes += weight;
+            }
+            _ => {
+                out.push(vec![job]);
+                bytes = weight;
+            }
+        }
+    }
+    out
 }
 
 fn token_of(job: &DueJob) -> DispatchToken {

@@ -348,6 +348,12 @@ impl Applier {
     }
 }
 
+/// A lease as asked for, within one second and one day (a wild value must
+/// not poison the batch with an out-of-range timestamp).
+fn lease(ms: u64) -> i64 {
+    ms.clamp(1000, 86_400_000) as i64
+}
+
 fn action_name(action: FailureAction) -> &'static str {
     match action {
         FailureAction::Continue => "continue",
@@ -598,7 +604,7 @@ impl Plan {
                 }
                 job.row.phase = phase.clone();
                 job.started = true;
-                job.lease_ms = Some(*lease_ms as i64);
+                job.lease_ms = Some(lease(*lease_ms));
                 self.step(token.job_id, JobEvent::Start, Some(PhaseEvent::Start));
             }
             ReportItem::Spawned {
@@ -619,7 +625,7 @@ impl Plan {
                     self.applied.fenced += 1;
                     return;
                 }
-                job.lease_ms = Some(*lease_ms as i64);
+                job.lease_ms = Some(lease(*lease_ms));
                 job.dirty = true;
             }
             ReportItem::Checkpoint { state, .. } => {

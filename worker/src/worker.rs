@@ -430,7 +430,7 @@ impl Execution {
                             },
                             Err(e) => Outcome::Fail {
                                 error: e.message().to_owned(),
-                                retryable: true,
+                                retryable: e.is_retryable(),
                             },
                         },
                     },
