@@ -364,6 +364,61 @@ impl TestCluster {
         }
     }
 
+    /// Waits (at most a minute) until at least `at_least` children of
+    /// `parent` have completed or failed.
+    pub async fn wait_children_done(&self, parent: Uuid, at_least: i64) {
+        let started = Instant::now();
+        loop {
+            let done: i64 = sqlx::query_scalar(
+                "select children_completed + children_failed from jobs where id = $1",
+            )
+            .bind(parent)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or(0);
+            if done >= at_least {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "children of {parent} did not progress"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits for a `bench.fanout` of `n` children to complete and checks it:
+    /// the exact sum and counters, the tree's invariants, no task queued.
+    pub async fn assert_fanout_exact(&self, id: Uuid, n: u64, timeout: Duration) -> Value {
+        let job = self.wait_for(id, "completed", timeout).await;
+        assert_eq!(
+            job["output"]["sum"],
+            n * n.saturating_sub(1) / 2,
+            "the aggregate is exact"
+        );
+        assert_eq!(
+            job["output"]["counted"],
+            json!([n, n, 0]),
+            "the counters are exact"
+        );
+        self.assert_tree_exact(id).await;
+        assert_eq!(self.task_queue_depth().await, 0, "no task is left queued");
+        job
+    }
+
+    /// Prints the line `scripts/soak` collects into RELIABILITY.md. Call it
+    /// after the invariants were checked (so `lost=0` is a checked fact).
+    pub async fn report(&self, scenario: &str, kills: u32) {
+        let jobs: i64 = sqlx::query_scalar("select count(*) from jobs")
+            .fetch_one(&self.pool)
+            .await
+            .expect("count jobs");
+        println!(
+            "RELIABILITY scenario={scenario} jobs={jobs} kills={kills} fenced={} lost=0",
+            self.fenced().await
+        );
+    }
+
     /// Checks the invariants over the tree of `root`: every job terminal,
     /// every parent's counters equal to its children's states, tree summary
     /// equal to the rows, each phase completed at most once.

@@ -28,9 +28,14 @@
 //!   after connecting); open connections are not touched.
 //!
 //! Dropping the proxy stops it and resets every open connection.
+//!
+//! To tell connections apart, the proxy keeps the first bytes each client
+//! sent ([`FaultProxy::open_matching`]): an AMQP client's connection name,
+//! for one, travels in its first frames.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -58,14 +63,28 @@ struct Shared {
     accepted: AtomicU64,
     refused: AtomicU64,
     cuts: AtomicU64,
-    open: AtomicUsize,
+    /// Connections being served, by id.
+    open: Mutex<HashMap<u64, Arc<Conn>>>,
+}
+
+/// A connection being served.
+struct Conn {
+    /// Its generation: cancelled by `cut` and `resume`.
+    token: CancellationToken,
+    /// The first bytes its client sent.
+    head: Mutex<Vec<u8>>,
+}
+
+/// How many of the client's first bytes are kept per connection.
+const HEAD_BYTES: usize = 4096;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Shared {
     fn generation(&self) -> MutexGuard<'_, CancellationToken> {
-        self.generation
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.generation)
     }
 
     /// Ends the current generation of connections; returns the guard so the
@@ -99,7 +118,7 @@ impl FaultProxy {
             accepted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             cuts: AtomicU64::new(0),
-            open: AtomicUsize::new(0),
+            open: Mutex::new(HashMap::new()),
         });
         tokio::spawn(accept_loop(listener, shared.clone()));
         FaultProxy { addr, shared, stop }
@@ -150,9 +169,23 @@ impl FaultProxy {
         self.shared.cuts.load(SeqCst)
     }
 
-    /// Connections open right now.
+    /// Connections open right now (a cut connection no longer counts,
+    /// even before its sockets are closed).
     pub fn open(&self) -> usize {
-        self.shared.open.load(SeqCst)
+        self.open_matching(b"")
+    }
+
+    /// Open connections whose client sent `needle` within its first
+    /// 4 KiB (say, an AMQP connection name); all of them for `b""`.
+    pub fn open_matching(&self, needle: &[u8]) -> usize {
+        lock(&self.shared.open)
+            .values()
+            .filter(|conn| !conn.token.is_cancelled())
+            .filter(|conn| {
+                let head = lock(&conn.head);
+                needle.is_empty() || head.windows(needle.len()).any(|w| w == needle)
+            })
+            .count()
     }
 }
 
@@ -182,30 +215,28 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             drop(client);
             continue;
         }
-        shared.accepted.fetch_add(1, SeqCst);
-        let token = shared.generation().clone();
-        tokio::spawn(serve(client, shared.clone(), token));
+        let id = shared.accepted.fetch_add(1, SeqCst);
+        let conn = Arc::new(Conn {
+            token: shared.generation().clone(),
+            head: Mutex::new(Vec::new()),
+        });
+        lock(&shared.open).insert(id, conn.clone());
+        tokio::spawn(serve(client, shared.clone(), id, conn));
     }
 }
 
-/// Counts a connection as open while alive.
-struct OpenGuard<'a>(&'a AtomicUsize);
-
-impl<'a> OpenGuard<'a> {
-    fn new(open: &'a AtomicUsize) -> Self {
-        open.fetch_add(1, SeqCst);
-        Self(open)
-    }
-}
+/// Removes a connection from the open set when dropped.
+struct OpenGuard<'a>(&'a Shared, u64);
 
 impl Drop for OpenGuard<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, SeqCst);
+        lock(&self.0.open).remove(&self.1);
     }
 }
 
-async fn serve(mut client: TcpStream, shared: Arc<Shared>, token: CancellationToken) {
-    let _open = OpenGuard::new(&shared.open);
+async fn serve(mut client: TcpStream, shared: Arc<Shared>, id: u64, conn: Arc<Conn>) {
+    let _open = OpenGuard(&shared, id);
+    let token = &conn.token;
     let connected = tokio::select! {
         _ = token.cancelled() => None,
         u = TcpStream::connect(shared.upstream) => u.ok(),
@@ -220,7 +251,10 @@ async fn serve(mut client: TcpStream, shared: Arc<Shared>, token: CancellationTo
         let (cr, cw) = client.split();
         let (ur, uw) = upstream.split();
         let both = async {
-            tokio::try_join!(pump(cr, uw, &shared, &token), pump(ur, cw, &shared, &token))
+            tokio::try_join!(
+                pump(cr, uw, &shared, token, Some(&conn.head)),
+                pump(ur, cw, &shared, token, None)
+            )
         };
         tokio::select! {
             _ = token.cancelled() => true,
@@ -234,16 +268,23 @@ async fn serve(mut client: TcpStream, shared: Arc<Shared>, token: CancellationTo
 }
 
 /// Copies one direction until the end of stream (passed on as a
-/// half-close) or an error. While stalled, reads and discards.
+/// half-close) or an error. While stalled, reads and discards. Keeps the
+/// first bytes read in `head`, if given.
 async fn pump(
     mut from: ReadHalf<'_>,
     mut to: WriteHalf<'_>,
     shared: &Shared,
     token: &CancellationToken,
+    head: Option<&Mutex<Vec<u8>>>,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         let n = from.read(&mut buf).await?;
+        if let Some(head) = head {
+            let mut head = lock(head);
+            let room = HEAD_BYTES.saturating_sub(head.len()).min(n);
+            head.extend_from_slice(&buf[..room]);
+        }
         // A connection that saw the stall never forwards again: `resume`
         // cancels its generation before it clears the flag.
         let silent = shared.stalled.load(SeqCst) || token.is_cancelled();
@@ -328,6 +369,8 @@ mod tests {
         let proxy = FaultProxy::start(echo_server().await);
         let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
         echo_once(&mut s, b"hello").await;
+        assert_eq!(proxy.open_matching(b"hell"), 1);
+        assert_eq!(proxy.open_matching(b"world"), 0);
         // A megabyte, written and read at once (the echo pushes back).
         let big: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
         let (mut r, mut w) = s.into_split();
@@ -359,6 +402,7 @@ mod tests {
         echo_once(&mut a, b"a").await;
         echo_once(&mut b, b"b").await;
         proxy.cut();
+        assert_eq!(proxy.open(), 0, "cut connections still count as open");
         assert!(closed(&mut a).await, "a survived the cut");
         assert!(closed(&mut b).await, "b survived the cut");
         wait_until("cut connections are gone", || proxy.open() == 0).await;

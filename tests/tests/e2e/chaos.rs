@@ -18,9 +18,16 @@ const RABBITMQ: &str = "127.0.0.1:5672";
 const POSTGRES: &str = "127.0.0.1:5432";
 /// Children of each run.
 const N: u64 = 2000;
-/// AMQP connections of a healthy cluster with two workers: the relay and
-/// the applier, and a publish and a consume connection per worker.
-const AMQP_CONNECTIONS: usize = 2 + 2 * 2;
+/// The AMQP connections of a healthy cluster with two workers, by the
+/// connection name each process gives RabbitMQ: the coordinator's relay
+/// and applier, and a publish and a consume connection per worker.
+const AMQP_PEERS: [(&str, usize); 4] = [
+    ("tributary-coordinator-relay", 1),
+    ("tributary-coordinator-applier", 1),
+    ("tributary-worker-publish", 2),
+    ("tributary-worker-consume", 2),
+];
+const AMQP_CONNECTIONS: usize = 6;
 
 fn server(addr: &str) -> SocketAddr {
     addr.parse().expect("a socket address")
@@ -90,18 +97,26 @@ async fn wait_children(c: &TestCluster, id: Uuid, at_least: i64, timeout: Durati
     }
 }
 
-/// Waits until the proxy holds `at_least` connections again.
-async fn wait_reconnected(proxy: &FaultProxy, at_least: usize, timeout: Duration) {
+/// Waits until every process holds its AMQP connections through the proxy
+/// again; names the ones that do not.
+async fn wait_reconnected(proxy: &FaultProxy) {
+    let timeout = Duration::from_secs(30);
     let started = Instant::now();
-    while proxy.open() < at_least {
-        if started.elapsed() > timeout && std::env::var_os("CHAOS_HOLD").is_some() {
-            eprintln!("HOLDING: only {} connections", proxy.open());
-            tokio::time::sleep(Duration::from_secs(240)).await;
+    loop {
+        let missing: Vec<String> = AMQP_PEERS
+            .iter()
+            .filter_map(|&(name, want)| {
+                let got = proxy.open_matching(name.as_bytes());
+                (got < want).then(|| format!("{name} ({got} of {want})"))
+            })
+            .collect();
+        if missing.is_empty() {
+            return;
         }
         assert!(
             started.elapsed() < timeout,
-            "only {} of {at_least} connections came back within {timeout:?}",
-            proxy.open()
+            "not reconnected to RabbitMQ within {timeout:?}: {}",
+            missing.join(", ")
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -164,7 +179,7 @@ async fn broker_connections_cut_repeatedly_mid_fan_out_lose_nothing() {
     })
     .await;
     // The coordinator's relay and applier connect after it listens.
-    wait_reconnected(&proxy, AMQP_CONNECTIONS, Duration::from_secs(30)).await;
+    wait_reconnected(&proxy).await;
     let id = c.submit("bench.fanout", fan_out()).await;
     wait_children(&c, id, 50, Duration::from_secs(60)).await;
     let mut cuts = 0;
@@ -173,7 +188,7 @@ async fn broker_connections_cut_repeatedly_mid_fan_out_lose_nothing() {
         cuts += 1;
         // Every process reconnects (and redeclares its topology) before
         // the next cut.
-        wait_reconnected(&proxy, AMQP_CONNECTIONS, Duration::from_secs(30)).await;
+        wait_reconnected(&proxy).await;
         tokio::time::sleep(rng.millis(700, 1300)).await;
     }
     assert!(cuts >= 3, "the run ended after {cuts} cuts: make it longer");
@@ -193,6 +208,7 @@ async fn a_broker_link_silent_past_the_heartbeat_loses_nothing() {
         ..Default::default()
     })
     .await;
+    wait_reconnected(&proxy).await;
     let id = c.submit("bench.fanout", fan_out()).await;
     wait_children(&c, id, 50, Duration::from_secs(60)).await;
     let accepted = proxy.accepted();
@@ -209,7 +225,7 @@ async fn a_broker_link_silent_past_the_heartbeat_loses_nothing() {
     );
     assert!(is_open(&c, id).await, "the run ended during the stall");
     proxy.resume();
-    wait_reconnected(&proxy, AMQP_CONNECTIONS, Duration::from_secs(30)).await;
+    wait_reconnected(&proxy).await;
     assert!(
         proxy.accepted() >= accepted + AMQP_CONNECTIONS as u64,
         "the processes did not reconnect"

@@ -68,6 +68,7 @@ async fn every_report_delivered_twice_still_counts_exactly() {
     c.assert_tree_exact(id).await;
     // Each child's Finished arrives twice: at least n duplicates were fenced.
     assert!(c.fenced().await >= n as i64, "fenced {}", c.fenced().await);
+    c.report("every-report-twice", 0).await;
     c.shutdown().await;
 }
 
@@ -144,26 +145,11 @@ async fn a_worker_killed_mid_phase_loses_nothing() {
         .submit("bench.fanout", json!({ "n": n, "sleep_ms": 100 }))
         .await;
     // Kill a worker while it holds running phases.
-    let started = Instant::now();
-    loop {
-        let done: i64 = sqlx::query_scalar("select children_completed from jobs where id = $1")
-            .bind(id)
-            .fetch_one(&c.pool)
-            .await
-            .expect("read");
-        if done >= 40 {
-            break;
-        }
-        assert!(started.elapsed() < MINUTE, "children did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    c.wait_children_done(id, 40).await;
     c.kill_worker(0).await;
     c.start_worker().await;
-    let job = c.wait_for(id, "completed", Duration::from_secs(120)).await;
-    assert_eq!(job["output"]["sum"], n * (n - 1) / 2);
-    assert_eq!(job["output"]["counted"], json!([n, n, 0]));
-    c.assert_tree_exact(id).await;
-    assert_eq!(c.task_queue_depth().await, 0);
+    c.assert_fanout_exact(id, n, Duration::from_secs(120)).await;
+    c.report("worker-sigkill-mid-phase", 1).await;
     c.shutdown().await;
 }
 
@@ -177,28 +163,13 @@ async fn the_coordinator_killed_mid_fan_out_loses_nothing() {
             json!({ "n": n, "batch": 250, "sleep_ms": 2 }),
         )
         .await;
-    let started = Instant::now();
-    loop {
-        let done: i64 = sqlx::query_scalar("select children_completed from jobs where id = $1")
-            .bind(id)
-            .fetch_one(&c.pool)
-            .await
-            .expect("read");
-        if done >= 200 {
-            break;
-        }
-        assert!(started.elapsed() < MINUTE, "children did not start");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    c.wait_children_done(id, 200).await;
     c.kill_coordinator().await;
     // Workers keep finishing phases while the coordinator is down.
     tokio::time::sleep(Duration::from_secs(2)).await;
     c.start_coordinator().await;
-    let job = c.wait_for(id, "completed", Duration::from_secs(180)).await;
-    assert_eq!(job["output"]["sum"], n * (n - 1) / 2);
-    assert_eq!(job["output"]["counted"], json!([n, n, 0]));
-    c.assert_tree_exact(id).await;
-    assert_eq!(c.task_queue_depth().await, 0);
+    c.assert_fanout_exact(id, n, Duration::from_secs(180)).await;
+    c.report("coordinator-sigkill-mid-fan-out", 1).await;
     c.shutdown().await;
 }
 
@@ -224,6 +195,7 @@ async fn poison_messages_are_dead_lettered_and_the_run_completes() {
     }
     assert_eq!(queue_depth(&topology.dead_letter_queue()).await, 4);
     c.assert_tree_exact(id).await;
+    c.report("poison-messages", 0).await;
     c.shutdown().await;
 }
 
@@ -257,5 +229,6 @@ async fn sigterm_stops_processes_cleanly_and_work_resumes() {
     let job = c.wait_for(id, "completed", MINUTE).await;
     assert_eq!(job["output"]["sum"], 39 * 40 / 2);
     c.assert_tree_exact(id).await;
+    c.report("sigterm-worker-and-coordinator", 2).await;
     c.shutdown().await;
 }

@@ -76,6 +76,7 @@ async fn a_long_phase_past_the_ack_window_runs_exactly_once() {
     assert_eq!(c.fenced().await, 0, "no duplicate outcome was produced");
     c.assert_tree_exact(id).await;
     assert_eq!(c.task_queue_depth().await, 0);
+    c.report("long-phase-past-ack-window", 0).await;
     c.shutdown().await;
 }
 
@@ -110,6 +111,7 @@ async fn a_worker_killed_after_the_early_ack_is_recovered_by_its_lease() {
         "{errors:?}"
     );
     c.assert_tree_exact(id).await;
+    c.report("worker-killed-after-early-ack", 1).await;
     c.shutdown().await;
 }
 
@@ -139,5 +141,6 @@ async fn a_hung_worker_is_detected_and_its_late_outcomes_change_nothing() {
     );
     assert_eq!(c.job(id).await["output"], job["output"]);
     c.assert_tree_exact(id).await;
+    c.report("hung-worker", 1).await;
     c.shutdown().await;
 }

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tributary_tests::TestCluster;
-use uuid::Uuid;
 
 fn run(cmd: &str) {
     let status = std::process::Command::new("bash")
@@ -40,86 +39,45 @@ impl Drop for Restore {
 const RABBIT_START: &str = "rabbitmqctl -q start_app";
 const PG_START: &str = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | head -n1) main start 2>/dev/null || true";
 
-async fn wait_progress(c: &TestCluster, id: Uuid, at_least: i64) {
-    let started = Instant::now();
-    loop {
-        let done: i64 = sqlx::query_scalar("select children_completed from jobs where id = $1")
-            .bind(id)
-            .fetch_one(&c.pool)
-            .await
-            .unwrap_or(0);
-        if done >= at_least {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "children did not progress"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// Runs a 3,000-child fan-out, stops a server with `stop` once 300
+/// children are done, starts it again with `start` after 3 s, and checks
+/// the run completes exactly.
+async fn survive(name: &str, stop: &str, start: &'static str, port: u16) {
+    let c = TestCluster::start().await;
+    let n = 3000u64;
+    let id = c
+        .submit(
+            "bench.fanout",
+            json!({ "n": n, "batch": 250, "sleep_ms": 5 }),
+        )
+        .await;
+    c.wait_children_done(id, 300).await;
+    {
+        let _restore = Restore(start, port);
+        run(stop);
+        tokio::time::sleep(Duration::from_secs(3)).await;
     }
+    assert!(port_open(port), "the server is back");
+    c.assert_fanout_exact(id, n, Duration::from_secs(300)).await;
+    c.report(name, 1).await;
+    c.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "exclusive: restarts the shared RabbitMQ; scripts/test runs it alone"]
 async fn restart_rabbitmq_mid_run() {
-    let c = TestCluster::start().await;
-    let n = 3000u64;
-    let id = c
-        .submit(
-            "bench.fanout",
-            json!({ "n": n, "batch": 250, "sleep_ms": 5 }),
-        )
-        .await;
-    wait_progress(&c, id, 300).await;
-    {
-        let _restore = Restore(RABBIT_START, 5672);
-        run("rabbitmqctl -q stop_app");
-        tokio::time::sleep(Duration::from_secs(3)).await;
-    }
-    assert!(port_open(5672), "RabbitMQ is back");
-    let job = c.wait_for(id, "completed", Duration::from_secs(300)).await;
-    assert_eq!(job["output"]["sum"], n * (n - 1) / 2);
-    assert_eq!(job["output"]["counted"], json!([n, n, 0]));
-    c.assert_tree_exact(id).await;
-    assert_eq!(c.task_queue_depth().await, 0);
-    println!(
-        "RELIABILITY scenario=rabbitmq-restart jobs={} kills=1 fenced={} lost=0",
-        n + 1,
-        c.fenced().await
-    );
-    c.shutdown().await;
+    survive(
+        "rabbitmq-restart",
+        "rabbitmqctl -q stop_app",
+        RABBIT_START,
+        5672,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "exclusive: restarts the shared Postgres; scripts/test runs it alone"]
 async fn restart_postgres_mid_run() {
-    let c = TestCluster::start().await;
-    let n = 3000u64;
-    let id = c
-        .submit(
-            "bench.fanout",
-            json!({ "n": n, "batch": 250, "sleep_ms": 5 }),
-        )
-        .await;
-    wait_progress(&c, id, 300).await;
-    {
-        let _restore = Restore(PG_START, 5432);
-        run(
-            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | head -n1) main stop -m fast",
-        );
-        tokio::time::sleep(Duration::from_secs(3)).await;
-    }
-    assert!(port_open(5432), "Postgres is back");
-    // The harness's own pool reconnects lazily.
-    let job = c.wait_for(id, "completed", Duration::from_secs(300)).await;
-    assert_eq!(job["output"]["sum"], n * (n - 1) / 2);
-    assert_eq!(job["output"]["counted"], json!([n, n, 0]));
-    c.assert_tree_exact(id).await;
-    assert_eq!(c.task_queue_depth().await, 0);
-    println!(
-        "RELIABILITY scenario=postgres-restart jobs={} kills=1 fenced={} lost=0",
-        n + 1,
-        c.fenced().await
-    );
-    c.shutdown().await;
+    let stop = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | head -n1) main stop -m fast";
+    survive("postgres-restart", stop, PG_START, 5432).await;
 }

@@ -46,34 +46,9 @@ impl Rng {
     }
 }
 
-async fn children_done(c: &TestCluster, id: Uuid) -> i64 {
-    sqlx::query_scalar("select children_completed + children_failed from jobs where id = $1")
-        .bind(id)
-        .fetch_one(&c.pool)
-        .await
-        .unwrap_or(0)
-}
-
 async fn check(c: &TestCluster, name: &str, id: Uuid, n: u64, kills: u32, timeout: Duration) {
-    let job = c.wait_for(id, "completed", timeout).await;
-    assert_eq!(
-        job["output"]["sum"],
-        n * (n - 1) / 2,
-        "{name}: the aggregate is exact"
-    );
-    assert_eq!(
-        job["output"]["counted"],
-        json!([n, n, 0]),
-        "{name}: counters are exact"
-    );
-    c.assert_tree_exact(id).await;
-    assert_eq!(c.task_queue_depth().await, 0, "{name}: no task left queued");
-    let jobs: i64 = sqlx::query_scalar("select count(*) from jobs")
-        .fetch_one(&c.pool)
-        .await
-        .expect("count jobs");
-    let fenced = c.fenced().await;
-    println!("RELIABILITY scenario={name} jobs={jobs} kills={kills} fenced={fenced} lost=0");
+    c.assert_fanout_exact(id, n, timeout).await;
+    c.report(name, kills).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -185,14 +160,7 @@ async fn two_coordinators_share_the_work_and_one_is_killed() {
             json!({ "n": n, "batch": 250, "sleep_ms": 5 }),
         )
         .await;
-    let started = Instant::now();
-    while children_done(&c, id).await < (n / 3) as i64 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "children did not progress"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    c.wait_children_done(id, (n / 3) as i64).await;
     second.kill().await.expect("kill the second coordinator");
     check(
         &c,
