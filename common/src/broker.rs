@@ -39,6 +39,10 @@ pub enum BrokerError {
     /// Stopped while waiting for the broker.
     #[error("stopped before RabbitMQ could be reached")]
     Cancelled,
+    /// An ack, nack or reject did not go through in time: the channel is
+    /// taken as lost.
+    #[error("an ack to RabbitMQ did not go through within {0:?}; the channel is lost")]
+    AckLost(Duration),
 }
 
 /// A `Result` with [`BrokerError`].
@@ -88,6 +92,21 @@ pub fn with_heartbeat(url: &str) -> String {
         format!("{url}&heartbeat={DEFAULT_HEARTBEAT_SECS}")
     } else {
         format!("{url}?heartbeat={DEFAULT_HEARTBEAT_SECS}")
+    }
+}
+
+/// How long an ack, nack or reject may take. A connection that dies while
+/// one is sent can leave it pending forever; a consumer must not hang on it.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs an ack, nack or reject with [`SETTLE_TIMEOUT`]; an error, a refusal
+/// or a timeout is [`BrokerError::AckLost`] (reconnect: the broker
+/// redelivers whatever was not settled).
+pub async fn settle(op: impl Future<Output = lapin::Result<bool>>) -> Result<()> {
+    match tokio::time::timeout(SETTLE_TIMEOUT, op).await {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Err(e)) => Err(e.into()),
+        Ok(Ok(false)) | Err(_) => Err(BrokerError::AckLost(SETTLE_TIMEOUT)),
     }
 }
 

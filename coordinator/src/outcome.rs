@@ -264,9 +264,7 @@ impl Applier {
                     delivery.data.len()
                 );
                 self.metrics.dead_lettered();
-                delivery
-                    .reject(BasicRejectOptions { requeue: false })
-                    .await?;
+                broker::settle(delivery.reject(BasicRejectOptions { requeue: false })).await?;
             }
         }
         Ok(())
@@ -341,7 +339,7 @@ impl Applier {
                 }
             }
             if let Some(last) = good.last() {
-                last.acker.ack(BasicAckOptions { multiple: true }).await?;
+                broker::settle(last.acker.ack(BasicAckOptions { multiple: true })).await?;
             }
         }
         Ok(())

@@ -100,8 +100,20 @@ pub async fn connect(
                 if tries > 0 {
                     tracing::info!(url = %mask_url(url), "connected to Postgres after {tries} failed tries");
                 }
-                MIGRATOR.run(&pool).await?;
-                return Ok(pool);
+                match MIGRATOR.run(&pool).await {
+                    Ok(()) => return Ok(pool),
+                    // Lost the database mid-migration: the migrations are
+                    // transactional and locked, so running them again is safe.
+                    Err(sqlx::migrate::MigrateError::Execute(e))
+                        if !matches!(e, sqlx::Error::Database(_)) =>
+                    {
+                        tries += 1;
+                        tracing::warn!(
+                            "lost Postgres while migrating ({e}); retry {tries} in {delay:?}"
+                        );
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             Err(e) => {
                 tries += 1;

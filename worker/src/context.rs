@@ -225,6 +225,46 @@ impl Context {
     }
 }
 
+/// How long a phase keeps retrying the coordinator's API before it fails:
+/// a coordinator restarting (or a replica going away) is not the phase's
+/// fault and must not burn its attempts.
+const API_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// GETs `url`, retrying connection errors and 5xx answers with backoff for
+/// up to [`API_PATIENCE`]; a 4xx fails at once.
+async fn fetch_with_retry(
+    http: &reqwest::Client,
+    url: &str,
+    cancel: &CancellationToken,
+) -> Result<Vec<u8>, PhaseError> {
+    let started = std::time::Instant::now();
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        let error = match http.get(url).send().await {
+            Ok(r) if r.status().is_success() => match r.bytes().await {
+                Ok(b) => return Ok(b.to_vec()),
+                Err(e) => e.to_string(),
+            },
+            Ok(r) if r.status().is_client_error() => {
+                return Err(PhaseError::permanent(format!(
+                    "reading children results: {} from {url}",
+                    r.status()
+                )));
+            }
+            Ok(r) => format!("{} from {url}", r.status()),
+            Err(e) => e.to_string(),
+        };
+        if started.elapsed() > API_PATIENCE || cancel.is_cancelled() {
+            return Err(PhaseError::retryable(format!(
+                "reading children results: {error}"
+            )));
+        }
+        tracing::warn!("reading children results: {error}; retrying in {delay:?}");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(2));
+    }
+}
+
 /// One child's ending.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChildOutcome<T> {
@@ -257,14 +297,7 @@ impl<T: DeserializeOwned> ChildResults<'_, T> {
             self.ctx.task.token.job_id,
             self.after
         );
-        let response = self.ctx.http.get(&url).send().await?;
-        if !response.status().is_success() {
-            return Err(PhaseError::retryable(format!(
-                "reading children results: {} from {url}",
-                response.status()
-            )));
-        }
-        let bytes = response.bytes().await?;
+        let bytes = fetch_with_retry(&self.ctx.http, &url, &self.ctx.cancel).await?;
         let page: Vec<ChildResult> = wire::decode(&bytes)
             .map_err(|e| PhaseError::retryable(format!("children results: {e}")))?;
 

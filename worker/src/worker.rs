@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tributary_common::broker::{self, BrokerError};
 use tributary_common::job::ENTRY_PHASE;
-use tributary_common::topology::{InvalidNamespace, Topology};
+use tributary_common::topology::{DELIVERY_LIMIT, InvalidNamespace, Topology};
 use tributary_common::wire::{self, Outcome, ReportItem, Task, Tasks};
 
 use crate::context::Context;
@@ -256,6 +256,32 @@ struct Execution {
     ack_after: Duration,
 }
 
+/// Acks, nacks and rejects with a timeout: a channel that died while one
+/// was sent must not leave this execution hanging (the health check then
+/// reconnects, and the broker redelivers what was not settled).
+async fn settle(op: impl std::future::Future<Output = lapin::Result<bool>>) {
+    if let Err(e) = broker::settle(op).await {
+        tracing::warn!("{e}");
+    }
+}
+
+/// How often the broker has redelivered a message (quorum queues count it
+/// in `x-delivery-count`; 0 for a first delivery).
+fn delivery_count(delivery: &Delivery) -> i64 {
+    use lapin::types::AMQPValue;
+    let Some(headers) = delivery.properties.headers() else {
+        return 0;
+    };
+    match headers.inner().get("x-delivery-count") {
+        Some(AMQPValue::LongLongInt(n)) => *n,
+        Some(AMQPValue::LongInt(n)) => i64::from(*n),
+        Some(AMQPValue::LongUInt(n)) => i64::from(*n),
+        Some(AMQPValue::ShortInt(n)) => i64::from(*n),
+        Some(AMQPValue::ShortShortInt(n)) => i64::from(*n),
+        _ => 0,
+    }
+}
+
 /// Task states within one message.
 const RUNNING: u8 = 0;
 const LEASED: u8 = 1;
@@ -274,10 +300,52 @@ impl Execution {
                     "dead-lettering a task that cannot be read ({} bytes): {e}",
                     delivery.data.len()
                 );
-                let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
+                settle(delivery.reject(BasicRejectOptions { requeue: false })).await;
                 return;
             }
         };
+        // A message the broker delivered again and again without an outcome
+        // (workers died running it each time) would soon be dead-lettered,
+        // and its jobs left waiting for nothing. Fail this execution of each
+        // task instead (retryable: the coordinator queues the next attempt,
+        // or fails the job once attempts are spent) and take the message.
+        let deliveries = delivery_count(&delivery);
+        if deliveries + 2 >= DELIVERY_LIMIT {
+            tracing::warn!(
+                deliveries,
+                tasks = bundle.tasks.len(),
+                "task message redelivered too often; failing this attempt"
+            );
+            let mut reported = true;
+            for task in &bundle.tasks {
+                let error = format!(
+                    "the task was delivered {} times without an outcome: a worker died running it each time",
+                    deliveries + 1
+                );
+                let outcome = Outcome::Fail {
+                    error,
+                    retryable: true,
+                };
+                reported &= self
+                    .reporter
+                    .send_confirmed(ReportItem::Finished {
+                        token: task.token,
+                        outcome,
+                    })
+                    .await
+                    .is_ok();
+            }
+            if reported {
+                settle(delivery.ack(BasicAckOptions::default())).await;
+            } else {
+                settle(delivery.nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                }))
+                .await;
+            }
+            return;
+        }
         // One state per task: the message may be acked early once every
         // task has either finished or holds a lease (see `ack_after`).
         let states: Arc<Vec<AtomicU8>> = Arc::new(
@@ -313,7 +381,7 @@ impl Execution {
                     // every task is leased or done, the coordinator's lease
                     // owns recovery, so the message can go.
                     if states.iter().all(|s| matches!(s.load(Relaxed), LEASED | DONE)) {
-                        let _ = delivery.ack(BasicAckOptions::default()).await;
+                        settle(delivery.ack(BasicAckOptions::default())).await;
                         acked = true;
                     } else {
                         ack_after.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
@@ -325,14 +393,13 @@ impl Execution {
             return;
         }
         if results.into_iter().all(|ok| ok) {
-            let _ = delivery.ack(BasicAckOptions::default()).await;
+            settle(delivery.ack(BasicAckOptions::default())).await;
         } else {
-            let _ = delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
-                .await;
+            settle(delivery.nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            }))
+            .await;
         }
     }
 

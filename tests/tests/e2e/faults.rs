@@ -232,3 +232,69 @@ async fn sigterm_stops_processes_cleanly_and_work_resumes() {
     c.report("sigterm-worker-and-coordinator", 2).await;
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_redelivered_too_often_fails_that_attempt_instead_of_dead_lettering() {
+    use lapin::options::BasicPublishOptions;
+    use lapin::types::{AMQPValue, FieldTable};
+    use tributary_common::wire::{Task, Tasks};
+
+    let c = TestCluster::start().await;
+    let id = c
+        .submit("bench.leaf", json!({ "value": 7, "sleep_ms": 2000 }))
+        .await;
+    // The same execution, as the broker would hand it out on its tenth
+    // delivery (quorum queues count deliveries in x-delivery-count).
+    let input = wire::to_payload(&json!({ "value": 7, "sleep_ms": 2000 })).expect("encode");
+    let task = Task {
+        token: DispatchToken {
+            job_id: id,
+            seq: 1,
+            attempt: 1,
+        },
+        kind: "bench.leaf".into(),
+        phase: "start".into(),
+        root_id: id,
+        parent_id: None,
+        input,
+        state: None,
+        children: None,
+        fanout_seq: None,
+    };
+    let body = wire::encode(&Tasks { tasks: vec![task] }).expect("encode");
+    let mut headers = FieldTable::default();
+    headers.insert("x-delivery-count".into(), AMQPValue::LongLongInt(9));
+    let cancel = CancellationToken::new();
+    let conn = broker::connect(AMQP_URL, "test-redelivery", &cancel)
+        .await
+        .expect("connect");
+    let ch = broker::confirm_channel(&conn).await.expect("channel");
+    let topology = Topology::new(&c.namespace).expect("ns");
+    ch.basic_publish(
+        "".into(),
+        topology.task_queue("bench.leaf").as_str().into(),
+        BasicPublishOptions::default(),
+        &body,
+        broker::message_properties().with_headers(headers),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("confirm");
+    let _ = conn.close(200, "done".into()).await;
+    let job = c.wait_for(id, "completed", MINUTE).await;
+    assert_eq!(job["output"], 7);
+    assert_eq!(
+        job["attempt"], 2,
+        "the over-delivered attempt failed and a fresh one ran: {job}"
+    );
+    let error = job["phases"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("delivered 10 times"), "{job}");
+    assert_eq!(
+        queue_depth(&topology.dead_letter_queue()).await,
+        0,
+        "nothing was dead-lettered"
+    );
+    c.assert_tree_exact(id).await;
+    c.shutdown().await;
+}
