@@ -23,7 +23,13 @@ impl Api {
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let response = self.http.get(&url).send().await.with_context(|| {
+        self.answer(self.http.get(&url), &url).await
+    }
+
+    /// Sends a request and reads its JSON answer; a 4xx/5xx becomes an
+    /// error carrying the coordinator's reason.
+    async fn answer(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
+        let response = request.send().await.with_context(|| {
             format!(
                 "cannot reach the coordinator at {}: is it running?",
                 self.base
@@ -33,10 +39,10 @@ impl Api {
         let body: Value = response
             .json()
             .await
-            .with_context(|| format!("reading {url}"))?;
+            .with_context(|| format!("reading the answer to {what}"))?;
         if !status.is_success() {
             bail!(
-                "{url}: {status}: {}",
+                "{what}: {status}: {}",
                 body["error"].as_str().unwrap_or("no reason given")
             );
         }
@@ -54,30 +60,9 @@ impl Api {
         if let Some(o) = options {
             body["options"] = o.clone();
         }
-        let response = self
-            .http
-            .post(format!("{}/v1/jobs", self.base))
-            .json(&body)
-            .send()
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach the coordinator at {}: is it running?",
-                    self.base
-                )
-            })?;
-        let status = response.status();
-        let body: Value = response
-            .json()
-            .await
-            .context("reading the submission answer")?;
-        if !status.is_success() {
-            bail!(
-                "submission refused: {status}: {}",
-                body["error"].as_str().unwrap_or("no reason given")
-            );
-        }
-        body["id"]
+        let request = self.http.post(format!("{}/v1/jobs", self.base)).json(&body);
+        let answer = self.answer(request, "submission").await?;
+        answer["id"]
             .as_str()
             .map(str::to_owned)
             .context("the coordinator answered no id")

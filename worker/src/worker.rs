@@ -265,6 +265,20 @@ async fn settle(op: impl std::future::Future<Output = lapin::Result<bool>>) {
     }
 }
 
+/// Acks a task message whose outcomes were all confirmed; otherwise returns
+/// it to the queue (phases that did finish are fenced when they run again).
+async fn finish_message(delivery: &Delivery, all_reported: bool) {
+    if all_reported {
+        settle(delivery.ack(BasicAckOptions::default())).await;
+    } else {
+        settle(delivery.nack(BasicNackOptions {
+            requeue: true,
+            ..BasicNackOptions::default()
+        }))
+        .await;
+    }
+}
+
 /// How often the broker has redelivered a message (quorum queues count it
 /// in `x-delivery-count`; 0 for a first delivery).
 fn delivery_count(delivery: &Delivery) -> i64 {
@@ -335,15 +349,7 @@ impl Execution {
                     .await
                     .is_ok();
             }
-            if reported {
-                settle(delivery.ack(BasicAckOptions::default())).await;
-            } else {
-                settle(delivery.nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                }))
-                .await;
-            }
+            finish_message(&delivery, reported).await;
             return;
         }
         // One state per task: the message may be acked early once every
@@ -392,15 +398,7 @@ impl Execution {
         if acked {
             return;
         }
-        if results.into_iter().all(|ok| ok) {
-            settle(delivery.ack(BasicAckOptions::default())).await;
-        } else {
-            settle(delivery.nack(BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            }))
-            .await;
-        }
+        finish_message(&delivery, results.into_iter().all(|ok| ok)).await;
     }
 
     /// Runs one task; true once its outcome is confirmed by the broker.
