@@ -20,7 +20,7 @@ use tributary_common::config::{DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL};
 use tributary_common::topology::Topology;
 
 use crate::client::Api;
-use crate::fleet::{Fleet, FleetOptions};
+use crate::fleet::{Fleet, FleetOptions, with_database};
 
 /// Flags of `tributary bench`.
 #[derive(Args)]
@@ -87,35 +87,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bench_database(url: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let base = base[scheme_end..]
-        .find('/')
-        .map_or(base, |slash| &base[..scheme_end + slash]);
-    match query {
-        Some(q) => format!("{base}/tributary_bench?{q}"),
-        None => format!("{base}/tributary_bench"),
-    }
-}
-
 async fn delete_namespace(amqp_url: &str, namespace: &str) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let conn = broker::connect(amqp_url, "tributary-bench-cleanup", &cancel).await?;
     let ch = conn.create_channel().await?;
     let t = Topology::new(namespace)?;
-    let mut queues: Vec<String> = [
-        "bench.fanout",
-        "bench.leaf",
-        "demo.du",
-        "demo.wordcount",
-        "demo.wordcount.chunk",
-    ]
-    .iter()
-    .map(|k| t.task_queue(k))
-    .collect();
+    // Every kind the workers serve has a queue to clear.
+    let mut queues: Vec<String> = tributary_worker::kinds::builtin()
+        .kinds()
+        .iter()
+        .map(|k| t.task_queue(k))
+        .collect();
     queues.extend([
         t.reports_queue(),
         t.dead_letter_queue(),
@@ -153,7 +135,7 @@ async fn metric(http: &reqwest::Client, url: &str, name: &str) -> anyhow::Result
 
 async fn one_run(args: &BenchArgs) -> anyhow::Result<Value> {
     let namespace = "bench";
-    let database_url = bench_database(&args.database_url);
+    let database_url = with_database(&args.database_url, "tributary_bench");
     tributary_coordinator::store::drop_database(&database_url)
         .await
         .context("recreating the bench database")?;

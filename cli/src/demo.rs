@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tributary_common::config::{DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL};
 
 use crate::client::{self, Api};
-use crate::fleet::{Fleet, FleetOptions};
+use crate::fleet::{Fleet, FleetOptions, with_database};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Which {
@@ -43,22 +43,6 @@ pub struct DemoArgs {
     amqp_url: String,
 }
 
-/// The same server, database `tributary_demo`.
-fn demo_database(url: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/tributary_demo?{q}"),
-        None => format!("{base}/tributary_demo"),
-    }
-}
-
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (kind, input) = match (args.which, &args.path) {
         (Which::Wordcount, Some(p)) => ("demo.wordcount", json!({ "path": absolute(p)? })),
@@ -71,7 +55,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     eprintln!("starting a coordinator and {} workers…", args.workers);
     let fleet = Fleet::start(&FleetOptions {
-        database_url: demo_database(&args.database_url),
+        database_url: with_database(&args.database_url, "tributary_demo"),
         amqp_url: args.amqp_url.clone(),
         namespace: "demo".to_owned(),
         workers: args.workers,
@@ -149,26 +133,5 @@ fn print_human(which: Which, id: &str, out: &Value, wall_ms: u128) {
                 out["depth"]
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::demo_database;
-
-    #[test]
-    fn demo_database_replaces_the_name() {
-        assert_eq!(
-            demo_database("postgres://u@h:5432/tributary"),
-            "postgres://u@h:5432/tributary_demo"
-        );
-        assert_eq!(
-            demo_database("postgres://u@h:5432"),
-            "postgres://u@h:5432/tributary_demo"
-        );
-        assert_eq!(
-            demo_database("postgres://h/x?sslmode=disable"),
-            "postgres://h/tributary_demo?sslmode=disable"
-        );
     }
 }

@@ -9,6 +9,22 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// `url` on the same server with database `name` (query kept): the demo
+/// and the bench each use a database of their own.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = base[scheme_end..]
+        .find('/')
+        .map_or(base, |slash| &base[..scheme_end + slash]);
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
 /// How to start a fleet.
 pub struct FleetOptions {
     /// Postgres URL for the coordinator.
@@ -188,5 +204,26 @@ async fn wait_or_kill(child: &mut Child) {
         .is_err()
     {
         let _ = child.kill().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn with_database_replaces_the_name() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/tributary", "d"),
+            "postgres://u@h:5432/d"
+        );
+        assert_eq!(
+            with_database("postgres://u@h:5432", "d"),
+            "postgres://u@h:5432/d"
+        );
+        assert_eq!(
+            with_database("postgres://h/x?sslmode=disable", "d"),
+            "postgres://h/d?sslmode=disable"
+        );
     }
 }

@@ -35,7 +35,6 @@ type Waiter = oneshot::Sender<Result<(), ReportError>>;
 #[derive(Clone)]
 pub struct Reporter {
     tx: mpsc::UnboundedSender<(ReportItem, Option<Waiter>)>,
-    duplicate: bool,
 }
 
 impl Reporter {
@@ -52,11 +51,6 @@ impl Reporter {
             .map_err(|_| ReportError("the reporter has stopped".into()))?;
         rx.await
             .map_err(|_| ReportError("the reporter has stopped".into()))?
-    }
-
-    /// Whether every report is published twice (fault injection).
-    pub fn duplicates(&self) -> bool {
-        self.duplicate
     }
 }
 
@@ -109,7 +103,7 @@ pub fn start(
             }
         }
     });
-    Reporter { tx, duplicate }
+    Reporter { tx }
 }
 
 fn push(
