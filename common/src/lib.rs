@@ -11,6 +11,7 @@
 //! - [`job`]: job ids, dispatch tokens, child counts and submission options.
 //! - [`status`]: the job and phase state machines (pure, table-tested).
 //! - [`fanin`]: the per-parent error-tolerance policy and the fan-in rule.
+//! - [`limits`]: caps and sanitising for everything that arrives from outside.
 //! - [`retry`]: retry policy (attempts, exponential backoff with jitter).
 //! - [`wire`]: the versioned MessagePack messages and their one codec.
 //! - [`topology`]: names of every queue and exchange under a namespace.
@@ -25,6 +26,7 @@ pub mod broker;
 pub mod config;
 pub mod fanin;
 pub mod job;
+pub mod limits;
 pub mod retry;
 #[cfg(feature = "broker")]
 pub mod shutdown;

@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tributary_common::fanin::FailureAction;
 use tributary_common::job::{DEFAULT_MAX_ATTEMPTS, ENTRY_PHASE, JobOptions};
+use tributary_common::limits;
 use tributary_common::status::JobStatus;
 use tributary_common::wire::{self, ChildResult};
 use uuid::Uuid;
@@ -124,15 +125,6 @@ fn parse_options(options: Option<Value>) -> Result<JobOptions, ApiError> {
     })
 }
 
-/// A kind is a routing key and part of queue names: keep it to safe characters.
-fn valid_kind(kind: &str) -> bool {
-    !kind.is_empty()
-        && kind.len() <= 128
-        && kind
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
 async fn submit(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -155,7 +147,7 @@ async fn submit(
         };
         bad(status, format!("invalid job submission: {e}"))
     })?;
-    if !valid_kind(&sub.kind) {
+    if !limits::valid_kind(&sub.kind) {
         return Err(bad(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(
