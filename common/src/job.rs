@@ -14,7 +14,8 @@ pub const ENTRY_PHASE: &str = "start";
 
 /// Names the one execution of a phase that a task asks for and an outcome
 /// answers. The coordinator applies an outcome only while its token is the
-/// job's current one, so duplicates and late answers are no-ops.
+/// job's current one, so duplicates and late answers are no-ops; the random
+/// `nonce` makes the token unforgeable by anyone who did not receive the task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DispatchToken {
     /// The job the phase belongs to.
@@ -25,6 +26,16 @@ pub struct DispatchToken {
     /// Counts the executions of this phase (1 for the first); a retry takes
     /// the next number.
     pub attempt: u32,
+    /// Random, drawn by the coordinator for each publish of the task: only
+    /// the worker that received the task knows it. Workers echo it.
+    pub nonce: u64,
+}
+
+impl DispatchToken {
+    /// A fresh nonce from the operating system's random source.
+    pub fn new_nonce() -> u64 {
+        Uuid::new_v4().as_u64_pair().0
+    }
 }
 
 impl std::fmt::Display for DispatchToken {

@@ -15,7 +15,7 @@ use serde_bytes::ByteBuf;
 use crate::job::{ChildCounts, DispatchToken, JobId, JobOptions};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The largest body either side accepts (16 MiB). A larger one is
 /// dead-lettered; spawn children in several `ctx.spawn` batches instead.
@@ -265,6 +265,7 @@ mod tests {
             job_id: Uuid::now_v7(),
             seq: 2,
             attempt: 1,
+            nonce: DispatchToken::new_nonce(),
         }
     }
 
@@ -335,11 +336,13 @@ mod tests {
 
     #[test]
     fn other_versions_are_refused() {
-        let bytes = rmp_serde::to_vec_named(&(2u16, "anything")).expect("encode");
-        assert!(matches!(
-            decode::<Task>(&bytes),
-            Err(WireError::UnsupportedVersion(2))
-        ));
+        for other in [1u16, 3] {
+            let bytes = rmp_serde::to_vec_named(&(other, "anything")).expect("encode");
+            assert!(matches!(
+                decode::<Task>(&bytes),
+                Err(WireError::UnsupportedVersion(v)) if v == other
+            ));
+        }
     }
 
     #[test]

@@ -101,16 +101,26 @@ impl Relay {
         // Bundle tasks of one kind when many are due, so a burst of trivial
         // children costs the broker a message per bundle, not per child;
         // a trickle still goes one task per message (no head-of-line wait).
-        let mut by_kind: BTreeMap<&str, Vec<&DueJob>> = BTreeMap::new();
-        for job in &due {
-            by_kind.entry(job.kind.as_str()).or_default().push(job);
+        // Every publish draws a fresh nonce: only the worker that receives
+        // the task can answer for it. It is stored with the dispatch below,
+        // so a publish whose transaction never commits leaves no valid nonce.
+        let due: Vec<(DueJob, u64)> = due
+            .into_iter()
+            .map(|job| (job, DispatchToken::new_nonce()))
+            .collect();
+        let mut by_kind: BTreeMap<&str, Vec<&(DueJob, u64)>> = BTreeMap::new();
+        for entry in &due {
+            by_kind
+                .entry(entry.0.kind.as_str())
+                .or_default()
+                .push(entry);
         }
         let mut pending = Vec::new();
         for (kind, jobs) in by_kind {
             let size = bundle_size(jobs.len(), self.config.max_bundle);
             for bundle in bundles(&jobs, size) {
                 let body = wire::encode(&Tasks {
-                    tasks: bundle.iter().map(|j| task_of(j)).collect(),
+                    tasks: bundle.iter().map(|(j, nonce)| task_of(j, *nonce)).collect(),
                 })?;
                 let p =
                     broker::publish(channel, &self.topology.tasks_exchange(), kind, &body, true)
@@ -118,28 +128,33 @@ impl Relay {
                 pending.push((bundle, p));
             }
         }
-        let mut published = Vec::with_capacity(due.len());
+        let mut published = 0;
         let mut unroutable = Vec::new();
+        let (mut ids, mut nonces) = (Vec::with_capacity(due.len()), Vec::with_capacity(due.len()));
         for (bundle, p) in pending {
             match p.confirmed().await {
-                Ok(()) => published.extend(bundle.iter().map(|j| j.id)),
+                Ok(()) => published += bundle.len(),
                 Err(BrokerError::Unroutable(_)) => unroutable.extend(bundle.iter().copied()),
                 Err(e) => return Err(e.into()),
             }
+            // An unroutable task is marked too: its job is failed below with
+            // the token (and nonce) stored here.
+            ids.extend(bundle.iter().map(|(j, _)| j.id));
+            nonces.extend(bundle.iter().map(|(_, nonce)| *nonce as i64));
         }
-        store::mark_dispatched(&mut tx, &published).await?;
+        store::mark_dispatched(&mut tx, &ids, &nonces).await?;
         store::commit(tx).await?;
-        self.metrics.published(published.len() as u64);
+        self.metrics.published(published as u64);
         if !unroutable.is_empty() {
             // No queue is bound for the kind: no worker has ever served it in
             // this namespace. Fail the job through the applier (the one
             // writer of statuses) with a message naming the kind.
             let items: Vec<ReportItem> = unroutable
                 .iter()
-                .map(|job| {
+                .map(|(job, nonce)| {
                     tracing::warn!(job = %job.id, kind = %job.kind, "unknown job kind: no worker serves it");
                     ReportItem::Finished {
-                        token: token_of(job),
+                        token: token_of(job, *nonce),
                         outcome: Outcome::Fail {
                             error: format!(
                                 "unknown job kind {:?}: no worker in namespace {:?} serves it",
@@ -230,18 +245,19 @@ const BUNDLE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Splits `jobs` into bundles of at most `size` tasks and about
 /// [`BUNDLE_BYTES`] of inputs and checkpoints (one task always fits).
-fn bundles<'a>(jobs: &[&'a DueJob], size: usize) -> Vec<Vec<&'a DueJob>> {
-    let mut out: Vec<Vec<&DueJob>> = Vec::new();
+fn bundles<'a>(jobs: &[&'a (DueJob, u64)], size: usize) -> Vec<Vec<&'a (DueJob, u64)>> {
+    let mut out: Vec<Vec<&(DueJob, u64)>> = Vec::new();
     let mut bytes = 0;
-    for job in jobs {
+    for entry in jobs {
+        let job = &entry.0;
         let weight = job.input.len() + job.state.as_ref().map_or(0, Vec::len);
         match out.last_mut() {
             Some(last) if last.len() < size && bytes + weight <= BUNDLE_BYTES => {
-                last.push(job);
+                last.push(entry);
                 bytes += weight;
             }
             _ => {
-                out.push(vec![job]);
+                out.push(vec![entry]);
                 bytes = weight;
             }
         }
@@ -249,15 +265,16 @@ fn bundles<'a>(jobs: &[&'a DueJob], size: usize) -> Vec<Vec<&'a DueJob>> {
     out
 }
 
-fn token_of(job: &DueJob) -> DispatchToken {
+fn token_of(job: &DueJob, nonce: u64) -> DispatchToken {
     DispatchToken {
         job_id: job.id,
         seq: job.phase_seq as u32,
         attempt: job.attempt as u32,
+        nonce,
     }
 }
 
-fn task_of(job: &DueJob) -> Task {
+fn task_of(job: &DueJob, nonce: u64) -> Task {
     let children = job.fanout_seq.map(|_| ChildCounts {
         total: job.children_total as u64,
         completed: job.children_completed as u64,
@@ -265,7 +282,7 @@ fn task_of(job: &DueJob) -> Task {
         cancelled: job.children_cancelled as u64,
     });
     Task {
-        token: token_of(job),
+        token: token_of(job, nonce),
         kind: job.kind.clone(),
         phase: job.phase.clone(),
         root_id: job.root_id,

@@ -43,10 +43,10 @@ impl LeaseReaper {
         }
         let items: Vec<ReportItem> = expired
             .iter()
-            .map(|&(job_id, seq, attempt)| {
+            .map(|&(job_id, seq, attempt, nonce)| {
                 tracing::warn!(job = %job_id, seq, attempt, "phase lease expired: no heartbeat; retrying");
                 ReportItem::Finished {
-                    token: DispatchToken { job_id, seq: seq as u32, attempt: attempt as u32 },
+                    token: DispatchToken { job_id, seq: seq as u32, attempt: attempt as u32, nonce: nonce as u64 },
                     outcome: Outcome::Fail {
                         error: "lease expired: no heartbeat from the worker running this phase".into(),
                         retryable: true,

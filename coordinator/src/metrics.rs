@@ -16,6 +16,9 @@ pub struct Metrics {
     tasks_published: AtomicU64,
     dead_lettered: AtomicU64,
     jobs_submitted: AtomicU64,
+    forged: AtomicU64,
+    refused: AtomicU64,
+    poisoned: AtomicU64,
 }
 
 impl Metrics {
@@ -26,6 +29,13 @@ impl Metrics {
         self.fenced.fetch_add(a.fenced, Relaxed);
         self.fan_ins.fetch_add(a.fan_ins, Relaxed);
         self.children_created.fetch_add(a.children, Relaxed);
+        self.forged.fetch_add(a.forged, Relaxed);
+        self.refused.fetch_add(a.refused, Relaxed);
+    }
+
+    /// Counts a report item the database refused, dead-lettered.
+    pub fn poisoned(&self) {
+        self.poisoned.fetch_add(1, Relaxed);
     }
 
     /// Counts published tasks.
@@ -77,6 +87,21 @@ impl Metrics {
                 "tributary_dead_letters_total",
                 "Reports dead-lettered as unreadable.",
                 &self.dead_lettered,
+            ),
+            (
+                "tributary_reports_forged_total",
+                "Report items fenced for a wrong nonce (forged, or from a publish that never committed).",
+                &self.forged,
+            ),
+            (
+                "tributary_reports_refused_total",
+                "Report items refused by a rule (names, sizes, caps); their jobs failed.",
+                &self.refused,
+            ),
+            (
+                "tributary_report_items_poisoned_total",
+                "Report items the database refused, isolated and dead-lettered.",
+                &self.poisoned,
             ),
             (
                 "tributary_jobs_submitted_total",

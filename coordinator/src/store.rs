@@ -47,6 +47,35 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// Whether the data itself was refused, so running the same statement
+    /// again can never succeed: a data exception (class 22, e.g. a NUL byte
+    /// in text), an integrity violation (23), a program limit (54), or a
+    /// value that could not be encoded. Connection trouble, resource
+    /// shortages, shutdowns and deadlocks are not: they pass.
+    pub fn is_poison(&self) -> bool {
+        match self {
+            Self::Db(sqlx::Error::Database(e)) => e.code().is_some_and(|code| {
+                !matches!(
+                    &code[..2.min(code.len())],
+                    "08" | "40" | "53" | "57" | "58" | "XX"
+                )
+            }),
+            Self::Db(
+                sqlx::Error::Encode(_) | sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_),
+            ) => true,
+            _ => false,
+        }
+    }
+
+    /// The SQLSTATE of a database error, for log lines and metrics (never
+    /// the server's message, which may quote the refused data).
+    pub fn sqlstate(&self) -> Option<String> {
+        match self {
+            Self::Db(sqlx::Error::Database(e)) => e.code().map(|c| c.into_owned()),
+            _ => None,
+        }
+    }
 }
 
 /// A `Result` with [`StoreError`].
@@ -265,6 +294,8 @@ pub struct LockedJob {
     pub max_child_failures: Option<i32>,
     /// What to do past them.
     pub failure_action: String,
+    /// The nonce of the current phase's latest publish.
+    pub nonce: i64,
 }
 
 /// The columns of [`LockedJob`], for `concat!` into static queries.
@@ -272,7 +303,7 @@ macro_rules! locked_columns {
     () => {
         "id, root_id, parent_id, parent_seq, status, phase, phase_seq, attempt, phase_status, max_attempts,
     dispatch_pending, fanout_seq, resume_phase, children_expected, children_total, children_completed,
-    children_failed, children_cancelled, max_child_failures, failure_action"
+    children_failed, children_cancelled, max_child_failures, failure_action, nonce"
     };
 }
 
@@ -343,6 +374,57 @@ pub async fn insert_spawn_batches(
             ))
         })
         .collect()
+}
+
+/// Of the earlier executions `keys` (job, phase number, attempt), the ones
+/// recorded in the phase history, with the nonce each ran under.
+pub async fn phase_nonces(
+    tx: &mut Transaction<'_, Postgres>,
+    keys: &[(Uuid, i32, i32)],
+) -> Result<HashSet<(Uuid, i32, i32, i64)>> {
+    if keys.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+    let seqs: Vec<i32> = keys.iter().map(|k| k.1).collect();
+    let attempts: Vec<i32> = keys.iter().map(|k| k.2).collect();
+    trip();
+    let rows = sqlx::query_as::<_, (Uuid, i32, i32, i64)>(
+        "select p.job_id, p.seq, p.attempt, p.nonce
+         from phases p
+         join unnest(
+            $1::uuid[],
+            $2::int4[],
+            $3::int4[]
+         ) as k(job_id, seq, attempt)
+           on p.job_id = k.job_id and p.seq = k.seq and p.attempt = k.attempt
+         where p.nonce is not null",
+    )
+    .bind(ids)
+    .bind(seqs)
+    .bind(attempts)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// How many jobs each of `roots`' trees holds now.
+pub async fn tree_sizes(
+    tx: &mut Transaction<'_, Postgres>,
+    roots: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, i64>> {
+    if roots.is_empty() {
+        return Ok(Default::default());
+    }
+    trip();
+    let rows = sqlx::query_as::<_, (Uuid, i64)>(
+        "select root_id, (pending + running + waiting + paused + completed + failed + cancelled)::int8
+         from tree_summary where root_id = any($1)",
+    )
+    .bind(roots)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 fn unzip4<A: Clone, B: Clone, C: Clone, D: Clone>(
@@ -566,6 +648,8 @@ pub struct PhaseRows {
     pub status: Vec<String>,
     /// Error, if it failed.
     pub error: Vec<Option<String>>,
+    /// The nonce the execution ran under.
+    pub nonce: Vec<i64>,
 }
 
 /// Appends finished phase executions (a replayed one is ignored).
@@ -575,8 +659,16 @@ pub async fn insert_phases(tx: &mut Transaction<'_, Postgres>, p: PhaseRows) -> 
     }
     trip();
     sqlx::query(
-        "insert into phases (job_id, seq, attempt, name, status, error)
-         select * from unnest($1::uuid[], $2::int4[], $3::int4[], $4::text[], $5::text[], $6::text[])
+        "insert into phases (job_id, seq, attempt, name, status, error, nonce)
+         select * from unnest(
+            $1::uuid[],
+            $2::int4[],
+            $3::int4[],
+            $4::text[],
+            $5::text[],
+            $6::text[],
+            $7::int8[]
+         )
          on conflict do nothing",
     )
     .bind(p.job_id)
@@ -585,6 +677,7 @@ pub async fn insert_phases(tx: &mut Transaction<'_, Postgres>, p: PhaseRows) -> 
     .bind(p.name)
     .bind(p.status)
     .bind(p.error)
+    .bind(p.nonce)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -745,16 +838,32 @@ pub async fn claim_due(tx: &mut Transaction<'_, Postgres>, limit: i64) -> Result
     Ok(rows)
 }
 
-/// Clears the outbox flag of published jobs.
-pub async fn mark_dispatched(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> Result<()> {
+/// Clears the outbox flag of published jobs and records the nonce each
+/// was published with (`ids[i]` with `nonces[i]`).
+pub async fn mark_dispatched(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[Uuid],
+    nonces: &[i64],
+) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
     trip();
-    sqlx::query("update jobs set dispatch_pending = false, dispatched_at = clock_timestamp() where id = any($1)")
-        .bind(ids)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "update jobs j set
+            dispatch_pending = false,
+            dispatched_at = clock_timestamp(),
+            nonce = d.nonce
+         from unnest(
+            $1::uuid[],
+            $2::int8[]
+         ) as d(id, nonce)
+         where j.id = d.id",
+    )
+    .bind(ids)
+    .bind(nonces)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -981,11 +1090,11 @@ pub async fn fanout_timing(pool: &PgPool, parent: Uuid) -> Result<FanOutTiming> 
     Ok(row)
 }
 
-/// Running phases whose lease ran out: (job, phase number, attempt).
-pub async fn expired_leases(pool: &PgPool, limit: i64) -> Result<Vec<(Uuid, i32, i32)>> {
+/// Running phases whose lease ran out: (job, phase number, attempt, nonce).
+pub async fn expired_leases(pool: &PgPool, limit: i64) -> Result<Vec<(Uuid, i32, i32, i64)>> {
     trip();
-    let rows = sqlx::query_as::<_, (Uuid, i32, i32)>(
-        "select id, phase_seq, attempt from jobs
+    let rows = sqlx::query_as::<_, (Uuid, i32, i32, i64)>(
+        "select id, phase_seq, attempt, nonce from jobs
          where phase_status = 'running' and lease_until < now()
          order by lease_until limit $1",
     )

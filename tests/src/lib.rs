@@ -332,6 +332,38 @@ impl TestCluster {
         )
     }
 
+    /// Polls `probe` every 50 ms until it returns `Some`, or panics naming
+    /// `what` once `timeout` has passed.
+    pub async fn eventually<T, F, Fut>(&self, what: &str, timeout: Duration, mut probe: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let started = Instant::now();
+        loop {
+            if let Some(v) = probe().await {
+                return v;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// GETs `path` and returns the status and the body as text.
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("GET");
+        let status = r.status().as_u16();
+        (status, r.text().await.expect("body"))
+    }
+
     pub async fn job(&self, id: Uuid) -> Value {
         let (status, body) = self.get(&format!("/v1/jobs/{id}")).await;
         assert_eq!(status, 200, "GET job {id}: {body}");
@@ -534,8 +566,87 @@ impl TestCluster {
     }
 
     pub async fn fenced(&self) -> i64 {
-        let (_, stats) = self.get("/v1/stats").await;
-        stats["fenced_reports"].as_i64().expect("fenced_reports")
+        self.counter("fenced_reports").await
+    }
+
+    /// A durable counter of the coordinator (0 when never written).
+    pub async fn counter(&self, name: &str) -> i64 {
+        sqlx::query_scalar::<_, i64>("select value from counters where name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .expect("read counter")
+            .unwrap_or(0)
+    }
+
+    /// Publishes `report` to the namespace's reports queue, as a worker (or
+    /// an attacker on the vhost) would, and waits for the confirm.
+    pub async fn publish_report(&self, report: &tributary_common::wire::Report) {
+        let body = tributary_common::wire::encode(report).expect("encode report");
+        let topology = Topology::new(&self.namespace).expect("namespace");
+        self.publish_raw(&topology.reports_queue(), &body).await;
+    }
+
+    /// Publishes raw bytes to `queue` through the default exchange.
+    pub async fn publish_raw(&self, queue: &str, body: &[u8]) {
+        let cancel = CancellationToken::new();
+        let conn = tributary_common::broker::connect(AMQP_URL, "test-publisher", &cancel)
+            .await
+            .expect("connect");
+        let ch = tributary_common::broker::confirm_channel(&conn)
+            .await
+            .expect("channel");
+        tributary_common::broker::publish(&ch, "", queue, body, true)
+            .await
+            .expect("publish")
+            .confirmed()
+            .await
+            .expect("confirmed");
+        let _ = conn.close(200, "done".into()).await;
+    }
+
+    /// Messages in the namespace's dead-letter queue.
+    pub async fn dead_letter_depth(&self) -> u32 {
+        let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+            .await
+            .expect("amqp");
+        let ch = conn.create_channel().await.expect("channel");
+        let topology = Topology::new(&self.namespace).expect("namespace");
+        let depth = ch
+            .queue_declare(
+                topology.dead_letter_queue().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map(|q| q.message_count())
+            .unwrap_or(0);
+        let _ = conn.close(200, "done".into()).await;
+        depth
+    }
+
+    /// The dispatch token the relay last published for `id`, once it has.
+    pub async fn published_token(&self, id: Uuid) -> tributary_common::job::DispatchToken {
+        let (seq, attempt, nonce) = self
+            .eventually("the job's task is published", Duration::from_secs(60), || async {
+                sqlx::query_as::<_, (i32, i32, i64)>(
+                    "select phase_seq, attempt, nonce from jobs where id = $1 and not dispatch_pending and nonce <> 0",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .expect("read token")
+            })
+            .await;
+        tributary_common::job::DispatchToken {
+            job_id: id,
+            seq: seq as u32,
+            attempt: attempt as u32,
+            nonce: nonce as u64,
+        }
     }
 
     /// Stops every process, deletes the namespace's queues and exchanges

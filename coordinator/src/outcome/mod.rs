@@ -11,9 +11,23 @@
 //!                      ▼ commit, then ack the deliveries
 //! ```
 //!
-//! Tokens fence duplicates: an item whose (job, phase, attempt) is not the
-//! job's current one changes nothing and is counted. Acks follow the commit,
-//! so a crash in between redelivers the batch, and the replay is fenced.
+//! Tokens fence duplicates: an item whose (job, phase, attempt, nonce) is
+//! not the job's current one changes nothing and is counted. Acks follow the
+//! commit, so a crash in between redelivers the batch, and the replay is
+//! fenced.
+//!
+//! Reports are hostile until checked ([`guard`]): an item that breaks a rule
+//! fails its job with the reason. If the database still refuses a batch for
+//! its data, [`isolate`] splits it until the offending items stand alone;
+//! they are dead-lettered and their jobs failed, and everything else applies.
+//!
+//! # Layout
+//! - `mod.rs`: the [`Applier`] (consume, batch, ack) and the in-memory plan.
+//! - [`guard`]: refusals and text cleaning, pure.
+//! - [`isolate`]: splitting a refused batch down to its poisoned items.
+
+pub mod guard;
+pub mod isolate;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -28,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tributary_common::broker;
 use tributary_common::fanin::{self, FailureAction, FanIn};
 use tributary_common::job::{ChildCounts, DEFAULT_MAX_ATTEMPTS, DispatchToken, ENTRY_PHASE};
+use tributary_common::limits::Limits;
 use tributary_common::retry::Backoff;
 use tributary_common::status::{JobEvent, JobStatus, PhaseEvent, PhaseStatus};
 use tributary_common::topology::Topology;
@@ -48,6 +63,8 @@ pub struct ApplierConfig {
     pub linger: Duration,
     /// Backoff for retried phases.
     pub backoff: Backoff,
+    /// Caps on what reports may create.
+    pub limits: Limits,
 }
 
 impl Default for ApplierConfig {
@@ -57,6 +74,7 @@ impl Default for ApplierConfig {
             max_items: 2000,
             linger: Duration::from_millis(2),
             backoff: Backoff::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -74,6 +92,11 @@ pub struct Applied {
     pub fan_ins: u64,
     /// Children created.
     pub children: u64,
+    /// Items fenced because their nonce was wrong for a current (job,
+    /// phase, attempt): forged, or from a publish that never committed.
+    pub forged: u64,
+    /// Items refused by a rule ([`guard`]); their jobs failed.
+    pub refused: u64,
 }
 
 /// Applies report items to Postgres.
@@ -129,76 +152,39 @@ impl Applier {
         let mut tx = store::begin(&self.pool).await?;
         let rows = store::lock_jobs_and_parents(&mut tx, &ids).await?;
         let mut plan = Plan::new(rows, self.config.backoff);
+        let mut refused = self.refusals(items, &plan);
 
-        // Spawn batches first: only new ones create children and count.
-        let mut batches = Vec::new();
-        for item in items {
-            if let ReportItem::Spawned {
-                token,
-                batch,
-                children,
-                first_index,
-            } = item
-                && plan.accepts_spawn(token, *first_index, children.len())
-            {
-                batches.push((
+        // Spawn batches first: only new, genuine, allowed ones create children.
+        let spawns = self
+            .accepted_spawns(&mut tx, items, &plan, &mut refused)
+            .await?;
+        let batches: Vec<(Uuid, i32, i32, i32)> = spawns
+            .iter()
+            .map(|&i| match &items[i] {
+                ReportItem::Spawned {
+                    token,
+                    batch,
+                    children,
+                    ..
+                } => (
                     token.job_id,
                     token.seq as i32,
                     *batch as i32,
                     children.len() as i32,
-                ));
-            }
-        }
+                ),
+                _ => unreachable!("accepted_spawns returns Spawned items only"),
+            })
+            .collect();
         let new_batches = store::insert_spawn_batches(&mut tx, &batches).await?;
-        let mut children = NewChildren::default();
-        let mut seen = HashSet::new();
-        for item in items {
-            let ReportItem::Spawned {
-                token,
-                batch,
-                first_index,
-                children: specs,
-            } = item
-            else {
-                continue;
-            };
-            let key = (token.job_id, token.seq as i32, *batch as i32);
-            if !new_batches.contains(&key) || !seen.insert(key) {
-                continue;
-            }
-            let Some(parent) = plan.jobs.get(&token.job_id) else {
-                continue;
-            };
-            for (i, spec) in specs.iter().enumerate() {
-                let options = spec.options.clone().unwrap_or_default();
-                children.id.push(Uuid::now_v7());
-                children.root_id.push(parent.row.root_id);
-                children.parent_id.push(token.job_id);
-                children.parent_seq.push(token.seq as i32);
-                children.child_index.push((*first_index + i as u64) as i64);
-                children.kind.push(spec.kind.clone());
-                children.input.push(spec.input.to_vec());
-                children
-                    .phase
-                    .push(options.phase.unwrap_or_else(|| ENTRY_PHASE.to_owned()));
-                children
-                    .max_attempts
-                    .push(options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS) as i32);
-                children
-                    .max_child_failures
-                    .push(options.max_child_failures.map(|m| m as i32));
-                children
-                    .failure_action
-                    .push(action_name(options.failure_action.unwrap_or_default()).to_owned());
-            }
-            plan.tree_delta(parent.row.root_id, JobStatus::Pending, specs.len() as i64);
-        }
-        plan.applied.children = children.id.len() as u64;
+        let children = plan.new_children(items, &spawns, &new_batches);
         store::insert_children(&mut tx, children).await?;
 
         let mut counted = HashSet::new();
-        for item in items {
-            plan.apply(item, &new_batches, &mut counted);
+        for (i, item) in items.iter().enumerate() {
+            match refused.iter().find(|r| r.index == i) {
+                Some(r) => plan.refuse(item.token(), r.spawn, &r.reason),
+                None => plan.apply(item, &new_batches, &mut counted),
+            }
         }
         plan.settle_fan_ins();
         // A parent that ended by its fan-in rule may have a parent of its own
@@ -225,8 +211,111 @@ impl Applier {
         store::insert_logs(&mut tx, &writes.logs).await?;
         store::add_tree_deltas(&mut tx, &writes.tree).await?;
         store::add_counter(&mut tx, "fenced_reports", applied.fenced as i64).await?;
+        store::add_counter(&mut tx, "forged_reports", applied.forged as i64).await?;
+        store::add_counter(&mut tx, "refused_reports", applied.refused as i64).await?;
         store::commit(tx).await?;
         Ok(applied)
+    }
+
+    /// The items a rule refuses (all but the tree-wide cap, which needs the
+    /// database).
+    fn refusals(&self, items: &[ReportItem], plan: &Plan) -> Vec<Refusal> {
+        items
+            .iter()
+            .enumerate()
+            .filter(|(_, item)| !matches!(item, ReportItem::Spawned { .. }))
+            .filter_map(|(index, item)| {
+                let reason = guard::refusal(item, &self.config.limits)?;
+                plan.jobs
+                    .contains_key(&item.token().job_id)
+                    .then_some(Refusal {
+                        index,
+                        spawn: false,
+                        reason,
+                    })
+            })
+            .collect()
+    }
+
+    /// The indices of the `Spawned` items that may create children: sent by
+    /// a genuine execution of the job's current phase (its nonce, or the
+    /// recorded nonce of an earlier attempt of that phase), inside a sealed
+    /// total, and within every cap. A genuine batch that breaks a cap is
+    /// added to `refused` (its job fails); a stale or forged one is fenced
+    /// later, when the plan applies it.
+    async fn accepted_spawns(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        items: &[ReportItem],
+        plan: &Plan,
+        refused: &mut Vec<Refusal>,
+    ) -> Result<Vec<usize>, StoreError> {
+        let earlier: Vec<(Uuid, i32, i32)> = items
+            .iter()
+            .filter_map(|item| match item {
+                ReportItem::Spawned { token, .. } => plan
+                    .jobs
+                    .get(&token.job_id)
+                    .filter(|j| {
+                        j.row.phase_seq == token.seq as i32 && j.row.attempt > token.attempt as i32
+                    })
+                    .map(|_| (token.job_id, token.seq as i32, token.attempt as i32)),
+                _ => None,
+            })
+            .collect();
+        let earlier_nonces = store::phase_nonces(tx, &earlier).await?;
+        let mut accepted = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            if let ReportItem::Spawned {
+                token,
+                first_index,
+                children,
+                ..
+            } = item
+                && plan.accepts_spawn(token, *first_index, children.len(), &earlier_nonces)
+            {
+                match guard::refusal(item, &self.config.limits) {
+                    Some(reason) => refused.push(Refusal {
+                        index: i,
+                        spawn: true,
+                        reason,
+                    }),
+                    None => accepted.push(i),
+                }
+            }
+        }
+        // The tree-wide cap: count each tree's jobs as batches are taken.
+        let mut roots: Vec<Uuid> = accepted
+            .iter()
+            .filter_map(|&i| plan.jobs.get(&items[i].token().job_id))
+            .map(|j| j.row.root_id)
+            .collect();
+        roots.sort_unstable();
+        roots.dedup();
+        let mut sizes = store::tree_sizes(tx, &roots).await?;
+        let max = self.config.limits.max_jobs_per_tree as i64;
+        accepted.retain(|&i| {
+            let item = &items[i];
+            let (ReportItem::Spawned { children, .. }, Some(job)) =
+                (item, plan.jobs.get(&item.token().job_id))
+            else {
+                return false;
+            };
+            let size = sizes.entry(job.row.root_id).or_default();
+            if *size + children.len() as i64 > max {
+                refused.push(Refusal {
+                    index: i,
+                    spawn: true,
+                    reason: format!(
+                        "the tree would hold more than {max} jobs, the cap per tree (TRIBUTARY_MAX_JOBS_PER_TREE)"
+                    ),
+                });
+                return false;
+            }
+            *size += children.len() as i64;
+            true
+        });
+        Ok(accepted)
     }
 
     /// Consumes the reports queue until `cancel` fires, applying batches.
@@ -251,10 +340,12 @@ impl Applier {
         &self,
         delivery: lapin::message::Delivery,
         items: &mut Vec<ReportItem>,
+        owners: &mut Vec<usize>,
         good: &mut Vec<lapin::message::Delivery>,
     ) -> Result<(), broker::BrokerError> {
         match wire::decode::<Report>(&delivery.data) {
             Ok(report) => {
+                owners.extend(std::iter::repeat_n(good.len(), report.items.len()));
                 items.extend(report.items);
                 good.push(delivery);
             }
@@ -301,8 +392,10 @@ impl Applier {
                 return Err(broker::BrokerError::Cancelled);
             };
             let mut items = Vec::new();
+            let mut owners = Vec::new();
             let mut good = Vec::new();
-            self.take(first?, &mut items, &mut good).await?;
+            self.take(first?, &mut items, &mut owners, &mut good)
+                .await?;
             let deadline = tokio::time::sleep(self.config.linger);
             tokio::pin!(deadline);
             // A batch ends at max_batch deliveries or max_items items: small
@@ -311,7 +404,7 @@ impl Applier {
                 tokio::select! {
                     _ = &mut deadline => break,
                     d = consumer.next() => match d {
-                        Some(d) => self.take(d?, &mut items, &mut good).await?,
+                        Some(d) => self.take(d?, &mut items, &mut owners, &mut good).await?,
                         None => break,
                     },
                 }
@@ -321,10 +414,11 @@ impl Applier {
             }
             // Keep the deliveries (unacked) and retry until the database
             // answers: requeueing would burn the queue's delivery limit.
+            // Data the database refuses is isolated, not retried.
             let mut delay = Duration::from_millis(100);
-            loop {
-                match self.apply(&items).await {
-                    Ok(_) => break,
+            let poisoned = loop {
+                match self.apply_isolating(&items).await {
+                    Ok(poisoned) => break poisoned,
                     Err(e) => {
                         tracing::warn!(
                             "cannot apply a batch of {} report items: {e}; retrying in {delay:?}",
@@ -337,12 +431,93 @@ impl Applier {
                         delay = (delay * 2).min(Duration::from_secs(5));
                     }
                 }
-            }
-            if let Some(last) = good.last() {
-                broker::settle(last.acker.ack(BasicAckOptions { multiple: true })).await?;
+            };
+            let bad: HashSet<usize> = poisoned.iter().map(|&i| owners[i]).collect();
+            if bad.is_empty() {
+                if let Some(last) = good.last() {
+                    broker::settle(last.acker.ack(BasicAckOptions { multiple: true })).await?;
+                }
+            } else {
+                // The message holding a poisoned item goes to the dead-letter
+                // queue for an operator to inspect (its healthy items are
+                // applied; replaying it later is fenced).
+                for (i, delivery) in good.iter().enumerate() {
+                    if bad.contains(&i) {
+                        broker::settle(delivery.reject(BasicRejectOptions { requeue: false }))
+                            .await?;
+                    } else {
+                        broker::settle(delivery.ack(BasicAckOptions::default())).await?;
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    /// Applies `items`; if the database refuses them for their data, splits
+    /// the batch until the poisoned items stand alone, applies the rest, and
+    /// fails the jobs whose outcome or spawn was poisoned (so they end
+    /// readably instead of waiting forever). Returns the poisoned indices;
+    /// an outage is an error, and the caller retries the whole batch.
+    pub async fn apply_isolating(&self, items: &[ReportItem]) -> Result<Vec<usize>, StoreError> {
+        match self.apply(items).await {
+            Ok(_) => return Ok(Vec::new()),
+            Err(e) if !e.is_poison() => return Err(e),
+            Err(e) => tracing::warn!(
+                sqlstate = ?e.sqlstate(),
+                items = items.len(),
+                "the database refuses a batch of reports; isolating the poisoned items"
+            ),
+        }
+        let poisoned = isolate::isolate(items, StoreError::is_poison, |part| async move {
+            self.apply(part).await.map(|_| ())
+        })
+        .await?;
+        for &i in &poisoned {
+            let item = &items[i];
+            let token = *item.token();
+            tracing::error!(
+                job = %token.job_id,
+                item = item_name(item),
+                "dead-lettering a report item the database refuses"
+            );
+            self.metrics.poisoned();
+            if matches!(
+                item,
+                ReportItem::Spawned { .. } | ReportItem::Finished { .. }
+            ) {
+                let fail = ReportItem::Finished {
+                    token,
+                    outcome: Outcome::Fail {
+                        error: format!(
+                            "the database refused a {} report for this phase; it was dead-lettered (see the coordinator's log)",
+                            item_name(item)
+                        ),
+                        retryable: false,
+                    },
+                };
+                if let Err(e) = self.apply(&[fail]).await {
+                    tracing::error!(job = %token.job_id, "cannot fail the job of a poisoned report: {e}");
+                }
+            }
+        }
+        let mut tx = store::begin(&self.pool).await?;
+        store::add_counter(&mut tx, "poisoned_reports", poisoned.len() as i64).await?;
+        store::commit(tx).await?;
+        Ok(poisoned)
+    }
+}
+
+/// An item's variant name, for log lines (never its contents).
+fn item_name(item: &ReportItem) -> &'static str {
+    match item {
+        ReportItem::Started { .. } => "Started",
+        ReportItem::Heartbeat { .. } => "Heartbeat",
+        ReportItem::Spawned { .. } => "Spawned",
+        ReportItem::Checkpoint { .. } => "Checkpoint",
+        ReportItem::Progress { .. } => "Progress",
+        ReportItem::Log { .. } => "Log",
+        ReportItem::Finished { .. } => "Finished",
     }
 }
 
@@ -366,6 +541,16 @@ fn parse_action(s: &str) -> FailureAction {
         "mark_warning" => FailureAction::MarkWarning,
         _ => FailureAction::Continue,
     }
+}
+
+/// An item a rule refused: its job fails with `reason`.
+struct Refusal {
+    /// The item's position in the batch.
+    index: usize,
+    /// A `Spawned` item already known to be genuine.
+    spawn: bool,
+    /// Why, for the job's error.
+    reason: String,
 }
 
 /// One locked job and what the batch does to it.
@@ -412,6 +597,7 @@ impl JobPlan {
     fn is_current(&self, token: &DispatchToken) -> bool {
         self.row.phase_seq == token.seq as i32
             && self.row.attempt == token.attempt as i32
+            && self.row.nonce == token.nonce as i64
             && matches!(self.status, JobStatus::Pending | JobStatus::Running)
             && matches!(
                 self.phase_status,
@@ -497,14 +683,28 @@ impl Plan {
         self.jobs.entry(row.id).or_insert_with(|| JobPlan::new(row));
     }
 
-    fn accepts_spawn(&self, token: &DispatchToken, first_index: u64, len: usize) -> bool {
-        // Any attempt of the current phase may spawn: batches are keyed by
-        // phase and number, so a re-executed phase re-sends the same ones.
-        // After the seal, only batches inside the sealed range are taken (a
-        // batch sent before the Wait may be applied after it); anything
-        // beyond would keep the fan-in from ever firing.
+    fn accepts_spawn(
+        &self,
+        token: &DispatchToken,
+        first_index: u64,
+        len: usize,
+        earlier_nonces: &HashSet<(Uuid, i32, i32, i64)>,
+    ) -> bool {
+        // Any genuine attempt of the current phase may spawn: batches are
+        // keyed by phase and number, so a re-executed phase re-sends the
+        // same ones. After the seal, only batches inside the sealed range
+        // are taken (a batch sent before the Wait may be applied after it);
+        // anything beyond would keep the fan-in from ever firing.
         self.jobs.get(&token.job_id).is_some_and(|j| {
-            j.row.phase_seq == token.seq as i32
+            let (seq, attempt, nonce) =
+                (token.seq as i32, token.attempt as i32, token.nonce as i64);
+            let genuine = if attempt == j.row.attempt {
+                nonce == j.row.nonce
+            } else {
+                earlier_nonces.contains(&(token.job_id, seq, attempt, nonce))
+            };
+            genuine
+                && j.row.phase_seq == seq
                 && match j.status {
                     JobStatus::Pending | JobStatus::Running => true,
                     JobStatus::Waiting => {
@@ -578,6 +778,108 @@ impl Plan {
         self.phases.name.push(job.row.phase.clone());
         self.phases.status.push(status.as_str().to_owned());
         self.phases.error.push(error);
+        self.phases.nonce.push(job.row.nonce);
+    }
+
+    /// The children of the accepted spawn batches that are new, one
+    /// vector per column, counted into their trees as pending.
+    fn new_children(
+        &mut self,
+        items: &[ReportItem],
+        spawns: &[usize],
+        new_batches: &HashSet<(Uuid, i32, i32)>,
+    ) -> NewChildren {
+        let mut children = NewChildren::default();
+        let mut seen = HashSet::new();
+        for &i in spawns {
+            let ReportItem::Spawned {
+                token,
+                batch,
+                first_index,
+                children: specs,
+            } = &items[i]
+            else {
+                continue;
+            };
+            let key = (token.job_id, token.seq as i32, *batch as i32);
+            if !new_batches.contains(&key) || !seen.insert(key) {
+                continue;
+            }
+            let Some(root_id) = self.jobs.get(&token.job_id).map(|p| p.row.root_id) else {
+                continue;
+            };
+            for (i, spec) in specs.iter().enumerate() {
+                let options = spec.options.clone().unwrap_or_default();
+                children.id.push(Uuid::now_v7());
+                children.root_id.push(root_id);
+                children.parent_id.push(token.job_id);
+                children.parent_seq.push(token.seq as i32);
+                children.child_index.push((*first_index + i as u64) as i64);
+                children.kind.push(spec.kind.clone());
+                children.input.push(spec.input.to_vec());
+                children
+                    .phase
+                    .push(options.phase.unwrap_or_else(|| ENTRY_PHASE.to_owned()));
+                children
+                    .max_attempts
+                    .push(options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS) as i32);
+                children
+                    .max_child_failures
+                    .push(options.max_child_failures.map(|m| m as i32));
+                children
+                    .failure_action
+                    .push(action_name(options.failure_action.unwrap_or_default()).to_owned());
+            }
+            self.tree_delta(root_id, JobStatus::Pending, specs.len() as i64);
+        }
+        self.applied.children = children.id.len() as u64;
+        children
+    }
+
+    /// Fails the job a refused item names, if the item is genuine (a
+    /// stale or forged one is fenced like any other).
+    fn refuse(&mut self, token: &DispatchToken, genuine_spawn: bool, reason: &str) {
+        let Some(job) = self.jobs.get(&token.job_id) else {
+            self.applied.fenced += 1;
+            return;
+        };
+        let genuine = if genuine_spawn {
+            !job.status.is_terminal()
+        } else {
+            job.is_current(token)
+        };
+        if !genuine {
+            self.applied.fenced += 1;
+            return;
+        }
+        tracing::warn!(job = %token.job_id, "report refused: {reason}");
+        self.applied.refused += 1;
+        self.fail_job(token.job_id, format!("report refused: {reason}"));
+    }
+
+    /// Fails a job that is not terminal yet, with `error`, ending its open
+    /// phase, and counts it into its parent.
+    fn fail_job(&mut self, id: Uuid, error: String) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        if job.status.is_terminal() {
+            return;
+        }
+        let open_phase = matches!(
+            job.phase_status,
+            PhaseStatus::NotStarted | PhaseStatus::Running | PhaseStatus::Paused
+        );
+        if self.step(id, JobEvent::Fail, open_phase.then_some(PhaseEvent::Fail)) {
+            if open_phase {
+                self.record_phase(id, PhaseStatus::Failed, Some(error.clone()));
+            }
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.row.dispatch_pending = false;
+                job.error = Some(error);
+            }
+            self.child_ended(id, JobStatus::Failed);
+        }
     }
 
     fn apply(
@@ -592,6 +894,16 @@ impl Plan {
             self.applied.fenced += 1;
             return;
         };
+        if job.row.phase_seq == token.seq as i32
+            && job.row.attempt == token.attempt as i32
+            && job.row.nonce != token.nonce as i64
+            && !matches!(item, ReportItem::Spawned { .. })
+        {
+            tracing::debug!(%token, "report with a wrong nonce fenced");
+            self.applied.forged += 1;
+            self.applied.fenced += 1;
+            return;
+        }
         match item {
             ReportItem::Started {
                 phase, lease_ms, ..
@@ -644,12 +956,25 @@ impl Plan {
                     self.applied.fenced += 1;
                     return;
                 }
-                job.progress = Some((*done as i64, *total as i64, message.clone()));
+                job.progress = Some((
+                    i64::try_from(*done).unwrap_or(i64::MAX),
+                    i64::try_from(*total).unwrap_or(i64::MAX),
+                    guard::text(message),
+                ));
                 job.dirty = true;
             }
             ReportItem::Log { level, message, .. } => {
-                self.logs
-                    .push((token.job_id, level.clone(), message.clone()));
+                if job.row.nonce != token.nonce as i64 {
+                    // Only a worker that ran some execution of this job
+                    // writes to its log.
+                    self.applied.fenced += 1;
+                    return;
+                }
+                self.logs.push((
+                    token.job_id,
+                    guard::level(level).to_owned(),
+                    guard::text(message),
+                ));
             }
             ReportItem::Finished { outcome, .. } => {
                 if !job.is_current(&token) {
@@ -696,6 +1021,7 @@ impl Plan {
                 }
             }
             Outcome::Fail { error, retryable } => {
+                let error = guard::text(error);
                 let Some(job) = self.jobs.get(&id) else {
                     return;
                 };
@@ -815,19 +1141,12 @@ impl Plan {
                     }
                 }
                 FanIn::Fail => {
-                    let phase_event =
-                        (job.phase_status != PhaseStatus::Completed).then_some(PhaseEvent::Fail);
                     let error = format!(
                         "{} children failed, more than max_child_failures = {}",
                         counts.failed,
                         max.unwrap_or_default()
                     );
-                    if self.step(id, JobEvent::Fail, phase_event) {
-                        if let Some(job) = self.jobs.get_mut(&id) {
-                            job.error = Some(error);
-                        }
-                        self.child_ended(id, JobStatus::Failed);
-                    }
+                    self.fail_job(id, error);
                 }
                 FanIn::CompleteWithWarning => {
                     let warning = format!(

@@ -77,8 +77,8 @@ async fn a_stale_outcome_changes_nothing_and_is_counted() {
     let c = TestCluster::start().await;
     let id = c.submit("bench.fanout", json!({ "n": 10 })).await;
     let before = c.wait_for(id, "completed", MINUTE).await;
-    let (child, seq, attempt): (Uuid, i32, i32) = sqlx::query_as(
-        "select id, phase_seq, attempt from jobs where parent_id = $1 order by child_index limit 1",
+    let (child, seq, attempt, nonce): (Uuid, i32, i32, i64) = sqlx::query_as(
+        "select id, phase_seq, attempt, nonce from jobs where parent_id = $1 order by child_index limit 1",
     )
     .bind(id)
     .fetch_one(&c.pool)
@@ -89,6 +89,7 @@ async fn a_stale_outcome_changes_nothing_and_is_counted() {
         job_id: child,
         seq: seq as u32,
         attempt: attempt as u32,
+        nonce: nonce as u64,
     };
     let stale = Report {
         items: vec![
@@ -259,12 +260,9 @@ async fn a_task_redelivered_too_often_fails_that_attempt_instead_of_dead_letteri
     // The same execution, as the broker would hand it out on its tenth
     // delivery (quorum queues count deliveries in x-delivery-count).
     let input = wire::to_payload(&json!({ "value": 7, "sleep_ms": 2000 })).expect("encode");
+    // The token as the relay published it, nonce included.
     let task = Task {
-        token: DispatchToken {
-            job_id: id,
-            seq: 1,
-            attempt: 1,
-        },
+        token: c.published_token(id).await,
         kind: "bench.leaf".into(),
         phase: "start".into(),
         root_id: id,

@@ -9,5 +9,6 @@ mod chaos;
 mod fanout;
 mod faults;
 mod leases;
+mod poison;
 mod restarts;
 mod scenarios;
