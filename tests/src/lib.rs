@@ -449,6 +449,8 @@ impl TestCluster {
 
     /// Prints the line `scripts/soak` collects into RELIABILITY.md. Call it
     /// after the invariants were checked (so `lost=0` is a checked fact).
+    /// Prints the RELIABILITY line `scripts/soak` collects; `kills` counts
+    /// every fault injected (process kills, cuts, hostile messages).
     pub async fn report(&self, scenario: &str, kills: u32) {
         let jobs: i64 = sqlx::query_scalar("select count(*) from jobs")
             .fetch_one(&self.pool)

@@ -12,6 +12,11 @@ use tributary_tests::{ClusterOptions, TestCluster};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
+/// `TRIBUTARY_SOAK=1` injects many more hostile items per scenario.
+fn soak() -> bool {
+    std::env::var_os("TRIBUTARY_SOAK").is_some()
+}
+
 /// A job that sits in a running phase long enough to be reported on.
 async fn sleeper(c: &TestCluster, value: u64) -> (uuid::Uuid, DispatchToken) {
     let id = c
@@ -29,22 +34,19 @@ async fn nul_bytes_from_workers_are_stripped_and_never_stall_the_namespace() {
         .await;
     // Log and progress text with NUL, from the worker that holds the task.
     let (victim, token) = sleeper(&c, 5).await;
-    c.publish_report(&Report {
-        items: vec![
-            ReportItem::Progress {
-                token,
-                done: u64::MAX,
-                total: u64::MAX,
-                message: "half\0way".into(),
-            },
-            ReportItem::Log {
-                token,
-                level: "warn\0".into(),
-                message: "a\0line ".repeat(5000),
-            },
-        ],
-    })
-    .await;
+    let lines = if soak() { 200 } else { 1 };
+    let mut items = vec![ReportItem::Progress {
+        token,
+        done: u64::MAX,
+        total: u64::MAX,
+        message: "half\0way".into(),
+    }];
+    items.extend((0..lines).map(|_| ReportItem::Log {
+        token,
+        level: "warn\0".into(),
+        message: "a\0line ".repeat(5000),
+    }));
+    c.publish_report(&Report { items }).await;
     let failed = c.wait_for(bad, "failed", MINUTE).await;
     let error = failed["error"].as_str().expect("an error");
     assert!(!error.contains('\0'), "{error:?}");
@@ -54,7 +56,7 @@ async fn nul_bytes_from_workers_are_stripped_and_never_stall_the_namespace() {
     );
     let (message, level): (String, String) = c
         .eventually("the log line is stored", MINUTE, || async {
-            sqlx::query_as("select message, level from job_logs where job_id = $1")
+            sqlx::query_as("select message, level from job_logs where job_id = $1 limit 1")
                 .bind(victim)
                 .fetch_optional(&c.pool)
                 .await
@@ -69,6 +71,7 @@ async fn nul_bytes_from_workers_are_stripped_and_never_stall_the_namespace() {
     assert_eq!(done["output"], 5);
     let id = c.submit("bench.fanout", json!({ "n": 1000 })).await;
     c.assert_fanout_exact(id, 1000, MINUTE).await;
+    c.report("nul-text-from-workers", 2 + lines).await;
     c.shutdown().await;
 }
 
@@ -87,55 +90,66 @@ async fn a_report_the_database_refuses_is_dead_lettered_across_a_restart_and_the
     let fanout = c
         .submit("bench.fanout", json!({ "n": n, "sleep_ms": 5 }))
         .await;
-    let (victim, token) = sleeper(&c, 7).await;
-    // The poisoned report waits in the queue while the coordinator is down,
+    let victims = if soak() { 8 } else { 1 };
+    let mut tokens = Vec::new();
+    for v in 0..victims {
+        tokens.push(sleeper(&c, v).await);
+    }
+    // The poisoned reports wait in the queue while the coordinator is down,
     // among healthy reports of the running fan-out.
     c.kill_coordinator().await;
-    c.publish_report(&Report {
-        items: vec![
-            ReportItem::Progress {
-                token,
-                done: 1,
-                total: 2,
-                message: "fine".into(),
-            },
-            ReportItem::Finished {
-                token,
-                outcome: Outcome::Fail {
-                    error: "POISON".into(),
-                    retryable: false,
+    for (_, token) in &tokens {
+        c.publish_report(&Report {
+            items: vec![
+                ReportItem::Progress {
+                    token: *token,
+                    done: 1,
+                    total: 2,
+                    message: "fine".into(),
                 },
-            },
-        ],
-    })
-    .await;
+                ReportItem::Finished {
+                    token: *token,
+                    outcome: Outcome::Fail {
+                        error: "POISON".into(),
+                        retryable: false,
+                    },
+                },
+            ],
+        })
+        .await;
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     c.start_coordinator().await;
-    let job = c.wait_for(victim, "failed", MINUTE).await;
-    let error = job["error"].as_str().expect("an error");
-    assert!(
-        error.contains("refused") && error.contains("dead-lettered"),
-        "{error:?}"
-    );
+    for (victim, _) in &tokens {
+        let job = c.wait_for(*victim, "failed", MINUTE).await;
+        let error = job["error"].as_str().expect("an error");
+        assert!(
+            error.contains("refused") && error.contains("dead-lettered"),
+            "{error:?}"
+        );
+    }
     c.assert_fanout_exact(fanout, n, Duration::from_secs(120))
         .await;
-    assert_eq!(c.counter("poisoned_reports").await, 1);
+    assert_eq!(c.counter("poisoned_reports").await, victims as i64);
     assert!(
         c.dead_letter_depth().await >= 1,
-        "the message was dead-lettered"
+        "the messages were dead-lettered"
     );
-    // The real worker's outcome arrives later and is fenced, not applied.
-    c.eventually("the worker's late outcome is fenced", MINUTE, || async {
-        (c.counter("fenced_reports").await >= 1).then_some(())
+    // The real workers' outcomes arrive later and are fenced, not applied.
+    c.eventually("the workers' late outcomes are fenced", MINUTE, || async {
+        (c.counter("fenced_reports").await >= victims as i64).then_some(())
     })
     .await;
-    assert_eq!(c.job(victim).await["status"], "failed");
+    for (victim, _) in &tokens {
+        assert_eq!(c.job(*victim).await["status"], "failed");
+    }
     let (_, metrics) = c.get_text("/metrics").await;
     assert!(
-        metrics.contains("tributary_report_items_poisoned_total 1"),
+        metrics.contains(&format!("tributary_report_items_poisoned_total {victims}")),
         "{metrics}"
     );
-    c.report("poisoned-report-across-restart", 1).await;
+    c.report("poisoned-report-across-restart", victims as u32 + 1)
+        .await;
     c.shutdown().await;
 }
 
@@ -151,7 +165,9 @@ async fn forged_outcomes_are_fenced_and_counted() {
     };
     // Guessable tokens (the job id from the API, phase 1, attempt 1) with
     // no nonce or a wrong one; and a log line for the job.
-    let mut items = vec![forged(0), forged(token.nonce.wrapping_add(1)), forged(42)];
+    let k = if soak() { 500 } else { 3 };
+    let mut items = vec![forged(0), forged(token.nonce.wrapping_add(1))];
+    items.extend((2..k).map(|_| forged(DispatchToken::new_nonce())));
     items.push(ReportItem::Log {
         token: DispatchToken { nonce: 0, ..token },
         level: "info".into(),
@@ -159,7 +175,7 @@ async fn forged_outcomes_are_fenced_and_counted() {
     });
     c.publish_report(&Report { items }).await;
     c.eventually("the forged items are counted", MINUTE, || async {
-        (c.counter("forged_reports").await >= 3).then_some(())
+        (c.counter("forged_reports").await >= k as i64).then_some(())
     })
     .await;
     let job = c.wait_for(victim, "completed", MINUTE).await;
@@ -170,7 +186,7 @@ async fn forged_outcomes_are_fenced_and_counted() {
         .await
         .expect("count logs");
     assert_eq!(logs, 0, "a forged log line is not stored");
-    c.report("forged-outcomes", 0).await;
+    c.report("forged-outcomes", k as u32 + 1).await;
     c.shutdown().await;
 }
 
@@ -206,7 +222,7 @@ async fn spawns_past_the_caps_fail_the_parent_naming_the_cap() {
     // A healthy fan-out right after completes exactly.
     let ok = c.submit("bench.fanout", json!({ "n": 200 })).await;
     c.assert_fanout_exact(ok, 200, MINUTE).await;
-    c.report("spawn-past-caps", 0).await;
+    c.report("spawn-past-caps", 1).await;
     c.shutdown().await;
 }
 
@@ -266,6 +282,6 @@ async fn a_flood_of_submits_all_complete() {
         },
     )
     .await;
-    c.report("submit-flood", 0).await;
+    c.report("submit-flood", n as u32).await;
     c.shutdown().await;
 }
