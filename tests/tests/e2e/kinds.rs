@@ -309,7 +309,10 @@ async fn a_long_cpu_leaf_does_not_hold_up_a_quick_job_or_its_heartbeats() {
         if status == "running" {
             break;
         }
-        assert_eq!(status, "pending", "the long leaf ended early");
+        assert_eq!(
+            status, "pending",
+            "the long leaf never reported Started while it ran: its busy work held the worker's runtime"
+        );
         assert!(started.elapsed() < MINUTE, "the long leaf did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
