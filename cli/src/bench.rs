@@ -66,6 +66,21 @@ const KEYS: [&str; 11] = [
 ];
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    // The workers refuse inputs over the bench kinds' caps: say so before
+    // starting a fleet.
+    use tributary_worker::kinds::bench::{MAX_CHILDREN, MAX_WORK_US};
+    anyhow::ensure!(
+        args.n <= MAX_CHILDREN.max(),
+        "--n {} is over bench.fanout's cap of {} children",
+        args.n,
+        MAX_CHILDREN.max()
+    );
+    anyhow::ensure!(
+        args.child_work_us <= MAX_WORK_US.max(),
+        "--child-work-us {} is over bench.leaf's cap of {} µs",
+        args.child_work_us,
+        MAX_WORK_US.max()
+    );
     let mut results = Vec::new();
     for run in 1..=args.runs {
         eprintln!(
@@ -146,6 +161,7 @@ async fn one_run(args: &BenchArgs) -> anyhow::Result<Value> {
         namespace: namespace.to_owned(),
         workers: args.workers,
         concurrency: args.concurrency,
+        demo_root: None,
     })
     .await?;
     let result = measure_fleet(&fleet, args).await;

@@ -1,6 +1,7 @@
 //! `tributary demo`: a local fleet runs the word-count job (or the `du`
 //! job) with live progress, prints the result and the wall time, and stops.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -44,13 +45,16 @@ pub struct DemoArgs {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let (kind, input) = match (args.which, &args.path) {
-        (Which::Wordcount, Some(p)) => ("demo.wordcount", json!({ "path": absolute(p)? })),
+    // The workers read only under their demo root: with --path it is that
+    // directory; the generated corpus is made in memory and needs none.
+    let root = args.path.as_deref().map(absolute).transpose()?;
+    let (kind, input) = match (args.which, &root) {
+        (Which::Wordcount, Some(p)) => ("demo.wordcount", json!({ "path": p })),
         (Which::Wordcount, None) => (
             "demo.wordcount",
             json!({ "generate": { "files": 200, "words_per_file": 5000, "vocabulary": 20000, "seed": 42 } }),
         ),
-        (Which::Du, Some(p)) => ("demo.du", json!({ "path": absolute(p)? })),
+        (Which::Du, Some(p)) => ("demo.du", json!({ "path": p })),
         (Which::Du, None) => anyhow::bail!("the du demo needs --path DIR"),
     };
     eprintln!("starting a coordinator and {} workers…", args.workers);
@@ -60,6 +64,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         namespace: "demo".to_owned(),
         workers: args.workers,
         concurrency: 4,
+        demo_root: root.as_ref().map(PathBuf::from),
     })
     .await?;
     let result = run_job(&fleet, kind, &input).await;
@@ -90,6 +95,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
 fn absolute(p: &str) -> anyhow::Result<String> {
     let path = std::fs::canonicalize(p).with_context(|| format!("cannot open {p}"))?;
+    anyhow::ensure!(path.is_dir(), "{} is not a directory", path.display());
     Ok(path.to_string_lossy().into_owned())
 }
 

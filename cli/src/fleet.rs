@@ -37,6 +37,10 @@ pub struct FleetOptions {
     pub workers: usize,
     /// Phases each worker runs at once.
     pub concurrency: usize,
+    /// The only directory the workers' demo kinds may read
+    /// (`TRIBUTARY_DEMO_ROOT`); `None` gives them an empty one, so a fleet
+    /// started for the generated corpus or the bench reads no files.
+    pub demo_root: Option<PathBuf>,
 }
 
 /// A running fleet.
@@ -112,6 +116,15 @@ impl Fleet {
             }
         };
         let url = format!("http://{addr}");
+        let demo_root = match &opts.demo_root {
+            Some(root) => root.clone(),
+            None => {
+                let empty = log_dir.join("demo-root");
+                std::fs::create_dir_all(&empty)
+                    .with_context(|| format!("creating {}", empty.display()))?;
+                empty
+            }
+        };
         let mut workers = Vec::new();
         for i in 0..opts.workers {
             let name = format!("worker-{i}.log");
@@ -130,6 +143,7 @@ impl Fleet {
                         "--concurrency",
                         &opts.concurrency.to_string(),
                     ])
+                    .env(tributary_worker::kinds::demo::ROOT_ENV, &demo_root)
                     .stdout(Stdio::null())
                     .stderr(log_file(&log_dir, &name)?)
                     .kill_on_drop(true)

@@ -207,6 +207,9 @@ impl TestCluster {
                 self.options.concurrency.to_string(),
             )
             .env("TRIBUTARY_GRACE_SECS", "10")
+            // The demo kinds read only under their root: tests build their
+            // trees in the temp directory (`worker_env` may narrow it).
+            .env("TRIBUTARY_DEMO_ROOT", std::env::temp_dir())
             .envs(self.options.worker_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .kill_on_drop(true);

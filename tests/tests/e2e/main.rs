@@ -8,6 +8,7 @@ mod api;
 mod chaos;
 mod fanout;
 mod faults;
+mod kinds;
 mod leases;
 mod poison;
 mod restarts;

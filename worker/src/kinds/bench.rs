@@ -1,11 +1,29 @@
 //! Bench kinds: a parent that fans out N trivial children and sums them.
 //! The benchmark harness and the end-to-end tests drive these, with knobs
 //! for simulated work, sleeps and failures.
+//!
+//! Every knob is capped ([`MAX_CHILDREN`], [`MAX_BATCH`], [`MAX_SLEEP_MS`],
+//! [`MAX_WORK_US`]): a job over a cap fails permanently before it spawns
+//! or sleeps. A leaf's busy work runs on the blocking pool, so it does not
+//! hold up heartbeats or other phases on the worker.
+
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::context::Context;
 use crate::job::{Child, Job, PhaseError, Step};
+use crate::kinds::cap::Cap;
+use crate::kinds::run_blocking;
+
+/// Children one `bench.fanout` may spawn.
+pub const MAX_CHILDREN: Cap = Cap::new("bench.fanout n", 10_000_000);
+/// Children per `ctx.spawn` call of `bench.fanout`.
+pub const MAX_BATCH: Cap = Cap::new("bench.fanout batch", 10_000);
+/// Milliseconds a leaf sleeps or a fan-out pauses (one hour).
+pub const MAX_SLEEP_MS: Cap = Cap::new("sleep_ms and pause_ms", 3_600_000);
+/// Microseconds of busy work in a leaf (ten seconds).
+pub const MAX_WORK_US: Cap = Cap::new("work_us", 10_000_000);
 
 /// How a leaf fails, for tests of retries and fan-in policies.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,10 +46,10 @@ pub enum FailMode {
 pub struct LeafInput {
     /// The value it returns.
     pub value: u64,
-    /// Milliseconds to sleep (simulated I/O).
+    /// Milliseconds to sleep (simulated I/O; at most [`MAX_SLEEP_MS`]).
     #[serde(default)]
     pub sleep_ms: u64,
-    /// Microseconds of busy work (simulated CPU).
+    /// Microseconds of busy work (simulated CPU; at most [`MAX_WORK_US`]).
     #[serde(default)]
     pub work_us: u64,
     /// Failure injection.
@@ -53,14 +71,13 @@ impl Job for Leaf {
         input: LeafInput,
         ctx: &mut Context,
     ) -> Result<Step<u64>, PhaseError> {
-        if input.sleep_ms > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(input.sleep_ms)).await;
+        let sleep_ms = MAX_SLEEP_MS.check(input.sleep_ms)?;
+        let work_us = MAX_WORK_US.check(input.work_us)?;
+        if sleep_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
         }
-        if input.work_us > 0 {
-            let until = std::time::Instant::now() + std::time::Duration::from_micros(input.work_us);
-            while std::time::Instant::now() < until {
-                std::hint::spin_loop();
-            }
+        if work_us > 0 {
+            run_blocking("busy work", move || spin(Duration::from_micros(work_us))).await?;
         }
         match input.fail {
             FailMode::Never => {}
@@ -83,13 +100,21 @@ impl Job for Leaf {
     }
 }
 
+/// Keeps a CPU busy for `work`.
+fn spin(work: Duration) {
+    let until = Instant::now() + work;
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+}
+
 /// Input of `bench.fanout`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FanOutInput {
-    /// Children to spawn; child `i` returns `i`.
+    /// Children to spawn; child `i` returns `i` (at most [`MAX_CHILDREN`]).
     pub n: u64,
-    /// Children per `ctx.spawn` call (default 1000).
+    /// Children per `ctx.spawn` call (default 1000, at most [`MAX_BATCH`]).
     #[serde(default)]
     pub batch: Option<u64>,
     /// Sleep in each child.
@@ -104,7 +129,8 @@ pub struct FanOutInput {
     /// How those children fail.
     #[serde(default)]
     pub fail: FailMode,
-    /// Milliseconds the spawning phase sleeps before it seals the fan-out.
+    /// Milliseconds the spawning phase sleeps before it seals the fan-out
+    /// (at most [`MAX_SLEEP_MS`]).
     #[serde(default)]
     pub pause_ms: u64,
 }
@@ -138,11 +164,16 @@ impl Job for FanOut {
     ) -> Result<Step<FanOutOutput>, PhaseError> {
         match phase {
             "start" => {
-                let batch = input.batch.unwrap_or(1000).max(1);
+                let n = MAX_CHILDREN.check(input.n)?;
+                let batch = MAX_BATCH.check(input.batch.unwrap_or(1000).max(1))?;
+                let pause_ms = MAX_SLEEP_MS.check(input.pause_ms)?;
+                // The children's knobs too: fail here, not in every child.
+                MAX_SLEEP_MS.check(input.sleep_ms)?;
+                MAX_WORK_US.check(input.work_us)?;
                 // Resume after the last confirmed batch if this phase ran before.
                 let mut next: u64 = ctx.state()?.unwrap_or(0);
-                while next < input.n {
-                    let end = (next + batch).min(input.n);
+                while next < n {
+                    let end = (next + batch).min(n);
                     let children = (next..end)
                         .map(|i| {
                             let fail = match input.fail_every {
@@ -160,10 +191,10 @@ impl Job for FanOut {
                     ctx.spawn(children).await?;
                     next = end;
                     ctx.checkpoint(&next).await?;
-                    ctx.progress(next, input.n, "spawning");
+                    ctx.progress(next, n, "spawning");
                 }
-                if input.pause_ms > 0 {
-                    tokio::time::sleep(std::time::Duration::from_millis(input.pause_ms)).await;
+                if pause_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
                 }
                 Ok(Step::wait("sum"))
             }
