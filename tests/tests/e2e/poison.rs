@@ -282,6 +282,24 @@ async fn a_flood_of_submits_all_complete() {
         },
     )
     .await;
-    c.report("submit-flood", n as u32).await;
+    c.report("submit-flood", 0).await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversize_task_is_dead_lettered_and_the_worker_lives_on() {
+    let c = TestCluster::start().await;
+    let topology = tributary_common::topology::Topology::new(&c.namespace).expect("namespace");
+    // Over the 16 MiB wire limit: refused before it is decoded.
+    let body = vec![0x90u8; wire::MAX_MESSAGE_BYTES + 1024];
+    c.publish_raw(&topology.task_queue("bench.leaf"), &body)
+        .await;
+    c.eventually("the oversize task is dead-lettered", MINUTE, || async {
+        (c.dead_letter_depth().await >= 1).then_some(())
+    })
+    .await;
+    let id = c.submit("bench.fanout", json!({ "n": 1000 })).await;
+    c.assert_fanout_exact(id, 1000, MINUTE).await;
+    c.report("oversize-task", 1).await;
     c.shutdown().await;
 }
