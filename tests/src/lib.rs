@@ -258,6 +258,11 @@ impl TestCluster {
     }
 
     /// SIGKILLs the coordinator.
+    /// The coordinator process's id, while it runs.
+    pub fn coordinator_pid(&self) -> Option<u32> {
+        self.coordinator.as_ref().and_then(Child::id)
+    }
+
     pub async fn kill_coordinator(&mut self) {
         if let Some(mut c) = self.coordinator.take() {
             c.kill().await.expect("kill coordinator");
