@@ -246,8 +246,14 @@ async fn fetch_with_retry(
                 Err(e) => e.to_string(),
             },
             Ok(r) if r.status().is_client_error() => {
+                let hint = match r.status() {
+                    reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN => {
+                        ": give the worker the coordinator's TRIBUTARY_READ_TOKEN (or TRIBUTARY_API_TOKEN)"
+                    }
+                    _ => "",
+                };
                 return Err(PhaseError::permanent(format!(
-                    "reading children results: {} from {url}",
+                    "reading children results: {} from {url}{hint}",
                     r.status()
                 )));
             }
