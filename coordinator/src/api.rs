@@ -317,10 +317,21 @@ fn parse_options(options: Option<Value>) -> Result<JobOptions, ApiError> {
             ),
         ));
     }
-    serde_json::from_value(value).map_err(|e| {
+    serde_json::from_value(value.clone()).map_err(|e| {
+        // Name the field serde did not: try each one alone.
+        let field = value.as_object().and_then(|map| {
+            map.iter()
+                .find(|(k, v)| {
+                    serde_json::from_value::<JobOptions>(json!({ k.as_str(): v })).is_err()
+                })
+                .map(|(k, _)| format!(".{k}"))
+        });
         bad(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("invalid job submission: options: {e}"),
+            format!(
+                "invalid job submission: options{}: {e}",
+                field.unwrap_or_default()
+            ),
         )
     })
 }

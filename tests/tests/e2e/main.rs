@@ -5,6 +5,7 @@
 #![allow(missing_docs)]
 
 mod api;
+mod auth;
 mod chaos;
 mod fanout;
 mod faults;
