@@ -69,24 +69,22 @@ pub struct ApiState {
     pub request_timeout: Duration,
 }
 
-impl ApiState {
-    /// The request body limit: twice the input cap (JSON is wordier than
-    /// MessagePack) plus room for the envelope, and never under
-    /// [`MAX_BODY_BYTES`].
-    pub fn body_limit(&self) -> usize {
-        self.limits
-            .max_input_bytes
-            .saturating_mul(2)
-            .saturating_add(64 * 1024)
-            .max(MAX_BODY_BYTES)
-    }
+/// The request body limit for an input cap: twice the cap (JSON is
+/// wordier than MessagePack) plus room for the envelope, and never under
+/// [`MAX_BODY_BYTES`].
+pub fn body_limit(limits: &Limits) -> usize {
+    limits
+        .max_input_bytes
+        .saturating_mul(2)
+        .saturating_add(64 * 1024)
+        .max(MAX_BODY_BYTES)
 }
 
 /// The router, with its layers.
 pub fn router(state: ApiState) -> Router {
     let tokens = state.tokens.clone();
     let timeout = state.request_timeout;
-    let body_limit = state.body_limit();
+    let body_limit = body_limit(&state.limits);
     Router::new()
         .route("/v1/jobs", post(submit))
         .route("/v1/jobs/{id}", get(job))
@@ -674,4 +672,64 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_input_is_422_and_names_no_database_detail() {
+        for code in [
+            "22021", "22003", "22001", "22P02", "22P05", "23514", "54000",
+        ] {
+            let e = sqlstate_error(code);
+            assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY, "{code}");
+            assert!(e.reason().contains(code), "{code}: {}", e.reason());
+        }
+        assert!(sqlstate_error("22021").reason().contains("NUL"));
+        assert!(sqlstate_error("22003").reason().contains("out of range"));
+    }
+
+    #[test]
+    fn an_outage_is_503_database_unavailable() {
+        for code in [
+            "08006", "08001", "57P01", "57P03", "53300", "40001", "40P01",
+        ] {
+            let e = sqlstate_error(code);
+            assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE, "{code}");
+            assert_eq!(e.reason(), "database unavailable");
+        }
+        for e in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        ] {
+            let answer = store_error(&StoreError::Db(e));
+            assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(answer.reason(), "database unavailable");
+        }
+    }
+
+    #[test]
+    fn anything_else_is_a_bare_500() {
+        for code in ["42P01", "42703", "XX000", ""] {
+            let e = sqlstate_error(code);
+            assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR, "{code}");
+            assert_eq!(e.reason(), "internal error");
+        }
+        let e = store_error(&StoreError::Db(sqlx::Error::RowNotFound));
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn the_body_limit_follows_the_input_cap() {
+        let cap = |max_input_bytes| Limits {
+            max_input_bytes,
+            ..Limits::default()
+        };
+        assert_eq!(body_limit(&cap(1000)), MAX_BODY_BYTES);
+        assert_eq!(body_limit(&cap(1024 * 1024)), 2 * 1024 * 1024 + 64 * 1024);
+        assert_eq!(body_limit(&cap(usize::MAX)), usize::MAX);
+    }
 }
