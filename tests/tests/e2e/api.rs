@@ -518,3 +518,32 @@ async fn a_children_page_keeps_to_its_byte_budget() {
     assert_eq!(items[0]["index"], 0);
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_trickles_its_body_gets_a_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let c =
+        TestCluster::start_with(no_workers(&[("TRIBUTARY_HTTP_REQUEST_TIMEOUT_SECS", "1")])).await;
+    let mut stream = tokio::net::TcpStream::connect(&c.listen)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"POST /v1/jobs HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"kind\":")
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.contains("application/json") && text.contains("\"error\""),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    c.shutdown().await;
+}
