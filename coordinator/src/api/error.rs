@@ -137,7 +137,8 @@ pub(crate) async fn request_timeout(
     }
 }
 
-/// Gives every 4xx and 5xx the one shape `{"error": reason}`, including the
+/// Refuses a body whose `Content-Length` is over `body_limit` at once, and
+/// gives every 4xx and 5xx the one shape `{"error": reason}`, including the
 /// ones axum's extractors and routing produce in plain text (bad query
 /// strings, oversize bodies, wrong methods).
 pub(crate) async fn json_errors(
@@ -145,6 +146,21 @@ pub(crate) async fn json_errors(
     request: Request,
     next: Next,
 ) -> Response {
+    // A body announced over the limit is refused before a byte of it is read.
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = announced
+        && length > body_limit as u64
+    {
+        return bad(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body of {length} bytes is over the {body_limit}-byte limit"),
+        )
+        .into_response();
+    }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let response = next.run(request).await;
