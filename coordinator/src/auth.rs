@@ -7,7 +7,9 @@
 //! | `TRIBUTARY_READ_TOKEN` | `GET` and `HEAD` only (403 on anything that writes) |
 //! | `TRIBUTARY_METRICS_TOKEN` | `/metrics` (which is open while it is unset) |
 //!
-//! `/healthz` and `/readyz` are always open. With neither the API nor the
+//! No token or an unknown one is 401 (with `WWW-Authenticate: Bearer`); a
+//! valid token that does not grant the request is 403. `/healthz` and
+//! `/readyz` are always open. With neither the API nor the
 //! read token configured the API is open (local development); the
 //! coordinator refuses to listen beyond loopback that way (see
 //! [`crate::StartError::Unprotected`]). Tokens are compared in constant
@@ -125,6 +127,10 @@ impl Tokens {
                 None => Decision::Allow,
                 // Compare both, so the time does not say which one matched.
                 Some(_) if is(&self.metrics) | is(&self.api) => Decision::Allow,
+                // A valid token of too narrow a scope is 403, as for writes.
+                Some(_) if is(&self.read) => Decision::Forbidden(
+                    "the read-only token does not open /metrics: use TRIBUTARY_METRICS_TOKEN or TRIBUTARY_API_TOKEN",
+                ),
                 Some(_) => Decision::Unauthorized(if bearer.is_none() {
                     "missing bearer token: /metrics needs TRIBUTARY_METRICS_TOKEN or TRIBUTARY_API_TOKEN"
                 } else {
@@ -140,7 +146,7 @@ impl Tokens {
                 "missing bearer token: send `Authorization: Bearer <TRIBUTARY_API_TOKEN or TRIBUTARY_READ_TOKEN>`",
             );
         }
-        let (api, read) = (is(&self.api), is(&self.read));
+        let (api, read, metrics) = (is(&self.api), is(&self.read), is(&self.metrics));
         if api {
             Decision::Allow
         } else if read {
@@ -151,6 +157,8 @@ impl Tokens {
                     "the read-only token grants GET and HEAD only; this request needs TRIBUTARY_API_TOKEN",
                 )
             }
+        } else if metrics {
+            Decision::Forbidden("the metrics token opens /metrics only")
         } else {
             Decision::Unauthorized("invalid bearer token")
         }
@@ -267,15 +275,15 @@ mod tests {
             t.decide(&Method::DELETE, "/v1/jobs/x", read),
             Forbidden(_)
         ));
-        assert!(matches!(t.decide(&get, "/metrics", read), Unauthorized(_)));
-        // No token, or a wrong one (the metrics token is not an API token).
+        assert!(matches!(t.decide(&get, "/metrics", read), Forbidden(_)));
+        // No token, or a wrong one; a token of another scope is 403.
         assert!(matches!(
             t.decide(&get, "/v1/jobs/x", None),
             Unauthorized(_)
         ));
         assert!(matches!(
             t.decide(&get, "/v1/jobs/x", metrics),
-            Unauthorized(_)
+            Forbidden(_)
         ));
         assert!(matches!(
             t.decide(&get, "/nowhere", Some(b"nope")),
