@@ -13,12 +13,31 @@ pub struct Api {
 }
 
 impl Api {
-    /// A client for `base` (e.g. `http://127.0.0.1:7070`).
+    /// A client for `base` (e.g. `http://127.0.0.1:7070`), sending no token.
     pub fn new(base: &str) -> Self {
         Self {
             base: base.trim_end_matches('/').to_owned(),
             http: reqwest::Client::new(),
         }
+    }
+
+    /// The same client, sending `Authorization: Bearer <token>` on every
+    /// request when a token is given (the header is marked sensitive, so it
+    /// is never logged).
+    pub fn with_token(mut self, token: Option<&str>) -> anyhow::Result<Self> {
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Ok(self);
+        };
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("TRIBUTARY_API_TOKEN may hold only visible ASCII characters")?;
+        value.set_sensitive(true);
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        self.http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .context("building the HTTP client")?;
+        Ok(self)
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
@@ -41,8 +60,17 @@ impl Api {
             .await
             .with_context(|| format!("reading the answer to {what}"))?;
         if !status.is_success() {
+            let hint = match status {
+                reqwest::StatusCode::UNAUTHORIZED => {
+                    " (set TRIBUTARY_API_TOKEN to the coordinator's API token)"
+                }
+                reqwest::StatusCode::FORBIDDEN => {
+                    " (this token may only read; set TRIBUTARY_API_TOKEN to the coordinator's API token)"
+                }
+                _ => "",
+            };
             bail!(
-                "{what}: {status}: {}",
+                "{what}: {status}: {}{hint}",
                 body["error"].as_str().unwrap_or("no reason given")
             );
         }

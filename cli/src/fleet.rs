@@ -90,6 +90,11 @@ impl Fleet {
                 "--amqp-url",
                 &opts.amqp_url,
             ])
+            // A local fleet listens on loopback only and runs open: tokens
+            // from this shell would lock its own demo client out.
+            .env_remove("TRIBUTARY_API_TOKEN")
+            .env_remove("TRIBUTARY_READ_TOKEN")
+            .env_remove("TRIBUTARY_METRICS_TOKEN")
             .stdout(Stdio::piped())
             .stderr(log_file(&log_dir, "coordinator.log")?)
             .kill_on_drop(true)
@@ -144,6 +149,8 @@ impl Fleet {
                         &opts.concurrency.to_string(),
                     ])
                     .env(tributary_worker::kinds::demo::ROOT_ENV, &demo_root)
+                    .env_remove("TRIBUTARY_API_TOKEN")
+                    .env_remove("TRIBUTARY_READ_TOKEN")
                     .stdout(Stdio::null())
                     .stderr(log_file(&log_dir, &name)?)
                     .kill_on_drop(true)

@@ -8,7 +8,7 @@ mod client;
 mod demo;
 mod fleet;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tributary_common::config::DEFAULT_LISTEN;
 
 #[derive(Parser)]
@@ -19,8 +19,17 @@ use tributary_common::config::DEFAULT_LISTEN;
 )]
 struct Cli {
     /// The coordinator's HTTP API.
-    #[arg(long, global = true, env = "TRIBUTARY_COORDINATOR_URL", default_value_t = format!("http://{DEFAULT_LISTEN}"))]
+    #[arg(long, global = true, env = "TRIBUTARY_COORDINATOR_URL", default_value_t = format!("http://{DEFAULT_LISTEN}"), hide_env_values = true)]
     coordinator_url: String,
+    /// Bearer token for the coordinator's API (prefer the environment: a
+    /// flag shows in the process list).
+    #[arg(
+        long,
+        global = true,
+        env = "TRIBUTARY_API_TOKEN",
+        hide_env_values = true
+    )]
+    api_token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -69,9 +78,19 @@ enum Command {
     Worker(tributary_worker::settings::Settings),
 }
 
+/// `cmd` with every argument of every subcommand hiding its environment
+/// value in `--help` (database and broker URLs carry passwords; tokens are
+/// secrets), including the demo's, the bench's, the coordinator's and the
+/// worker's.
+fn hide_env_values(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| a.hide_env_values(true))
+        .mut_subcommands(hide_env_values)
+}
+
 #[tokio::main]
 async fn main() {
-    let cli = Cli::parse();
+    let matches = hide_env_values(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Coordinator(settings) => {
             tributary_common::telemetry::init("tributary-coordinator");
@@ -80,35 +99,43 @@ async fn main() {
         Command::Worker(settings) => tributary_worker::settings::serve(settings).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
-        Command::Submit {
-            kind,
-            input,
-            options,
-            wait,
-        } => {
-            let api = client::Api::new(&cli.coordinator_url);
-            submit(&api, &kind, &input, options.as_deref(), wait).await
-        }
-        Command::Status { id } => {
-            let api = client::Api::new(&cli.coordinator_url);
-            api.job(&id)
-                .await
-                .map(|j| println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default()))
-        }
-        Command::Watch { id } => {
-            let api = client::Api::new(&cli.coordinator_url);
-            client::watch(&api, &id)
-                .await
-                .map(|j| println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default()))
-        }
-        Command::Logs { id } => {
-            let api = client::Api::new(&cli.coordinator_url);
-            api.logs(&id).await
+        command => {
+            let token = cli.api_token.as_deref();
+            match client::Api::new(&cli.coordinator_url).with_token(token) {
+                Ok(api) => run_client(&api, command).await,
+                Err(e) => Err(e),
+            }
         }
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// The commands that talk to a coordinator's API.
+async fn run_client(api: &client::Api, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Submit {
+            kind,
+            input,
+            options,
+            wait,
+        } => submit(api, &kind, &input, options.as_deref(), wait).await,
+        Command::Status { id } => {
+            let job = api.job(&id).await?;
+            println!("{}", serde_json::to_string_pretty(&job)?);
+            Ok(())
+        }
+        Command::Watch { id } => {
+            let job = client::watch(api, &id).await?;
+            println!("{}", serde_json::to_string_pretty(&job)?);
+            Ok(())
+        }
+        Command::Logs { id } => api.logs(&id).await,
+        Command::Demo(_) | Command::Bench(_) | Command::Coordinator(_) | Command::Worker(_) => {
+            anyhow::bail!("not an API command")
+        }
     }
 }
 
@@ -133,4 +160,36 @@ async fn submit(
         println!("{id}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::{Cli, hide_env_values};
+
+    /// Every argument of every subcommand (the coordinator's and the
+    /// worker's included) hides its environment value in `--help`.
+    #[test]
+    fn help_never_shows_environment_values() {
+        fn check(cmd: &clap::Command) {
+            for arg in cmd.get_arguments() {
+                if arg.get_env().is_some() {
+                    assert!(
+                        arg.is_hide_env_values_set(),
+                        "{} --{} shows its environment value in --help",
+                        cmd.get_name(),
+                        arg.get_id()
+                    );
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                check(sub);
+            }
+        }
+        let mut cmd = hide_env_values(Cli::command());
+        cmd.build();
+        cmd.clone().debug_assert();
+        check(&cmd);
+    }
 }

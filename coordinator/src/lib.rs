@@ -13,6 +13,8 @@
 //! # Layout
 //! - [`settings`]: configuration (environment variables, CLI overrides).
 //! - [`api`]: the HTTP API.
+//! - [`auth`]: bearer tokens, checked in a middleware layer.
+//! - [`server`]: the HTTP server loop (connection cap, timeouts, drain).
 //! - [`store`]: all SQL.
 //! - [`dispatch`]: the relay that publishes committed dispatches.
 //! - [`outcome`]: the batched outcome applier and fan-in.
@@ -20,10 +22,12 @@
 //! - [`metrics`]: process counters on `/metrics`.
 
 pub mod api;
+pub mod auth;
 pub mod dispatch;
 pub mod lease;
 pub mod metrics;
 pub mod outcome;
+pub mod server;
 pub mod settings;
 pub mod store;
 
@@ -57,6 +61,44 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// Asked to listen beyond loopback with an open API.
+    #[error(
+        "refusing to serve an open API on {addr} (reachable from other machines): set TRIBUTARY_API_TOKEN (and give clients the same token), or listen on 127.0.0.1"
+    )]
+    Unprotected {
+        /// The address.
+        addr: String,
+    },
+    /// A read token without an API token would lock every write out.
+    #[error(
+        "TRIBUTARY_READ_TOKEN is set but TRIBUTARY_API_TOKEN is not: set TRIBUTARY_API_TOKEN too (it is the one that may submit)"
+    )]
+    ReadTokenAlone,
+}
+
+/// Refuses configurations that would expose an open API: a listen address
+/// that resolves to anything but loopback needs the API token.
+async fn check_exposure(settings: &Settings) -> Result<(), StartError> {
+    let tokens = settings.tokens();
+    if tokens.read.is_some() && tokens.api.is_none() {
+        return Err(StartError::ReadTokenAlone);
+    }
+    if tokens.api.is_some() {
+        return Ok(());
+    }
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&settings.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: settings.listen.clone(),
+            source,
+        })?
+        .collect();
+    if addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback()) {
+        return Err(StartError::Unprotected {
+            addr: settings.listen.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// A coordinator ready to run.
@@ -71,6 +113,7 @@ impl Application {
     /// Connects to Postgres (retrying until `cancel`), migrates, and binds
     /// the listener.
     pub async fn build(settings: Settings, cancel: &CancellationToken) -> Result<Self, StartError> {
+        check_exposure(&settings).await?;
         let topology = Topology::new(&settings.namespace)?;
         let pool =
             store::connect(&settings.database_url, settings.db_max_connections, cancel).await?;
@@ -102,6 +145,7 @@ impl Application {
             self.pool.clone(),
             ApplierConfig {
                 max_batch: self.settings.max_batch,
+                limits: self.settings.limits(),
                 ..ApplierConfig::default()
             },
             metrics.clone(),
@@ -131,20 +175,32 @@ impl Application {
             self.topology.clone(),
             cancel.clone(),
         ));
+        let server = self.settings.server();
         let app = api::router(api::ApiState {
             pool: self.pool.clone(),
             metrics,
             relay_wake: wake,
+            limits: self.settings.limits(),
+            tokens: Arc::new(self.settings.tokens()),
+            request_timeout: server.request_timeout,
         });
-        let shutdown = cancel.clone();
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await?;
+        server::serve(self.listener, app, &server, cancel.clone()).await;
         let _ = relay_task.await;
         let _ = reaper_task.await;
         let _ = applier_task.await;
         self.pool.close().await;
         Ok(())
+    }
+}
+
+/// How the API is protected, for the start-up log line (never the tokens).
+fn settings_summary(settings: &Settings) -> &'static str {
+    let tokens = settings.tokens();
+    match (tokens.api_protected(), tokens.metrics.is_some()) {
+        (true, true) => "bearer tokens; /metrics protected",
+        (true, false) => "bearer tokens; /metrics open",
+        (false, true) => "open API (loopback only); /metrics protected",
+        (false, false) => "open API (loopback only)",
     }
 }
 
@@ -162,7 +218,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     };
     let addr = app.local_addr().context("reading the bound address")?;
     println!("listening on {addr}");
-    tracing::info!(%addr, "coordinator listening");
+    let tokens = settings_summary(&app.settings);
+    tracing::info!(%addr, auth = %tokens, "coordinator listening");
     app.run_until_stopped(cancel)
         .await
         .context("serving the API")?;

@@ -985,30 +985,69 @@ pub struct ChildRow {
     pub error: Option<String>,
 }
 
-/// One page of a parent's children in spawn order, after spawn index `after`.
-/// `seq` selects the fan-out (default: the latest).
+/// One page of a parent's children in spawn order, after spawn index `after`:
+/// at most `limit` children, and no more than `max_bytes` of outputs and
+/// errors (counting 64 bytes of overhead per child), except that the first
+/// child is always returned so a reader paging "after the last index" always
+/// moves on. `seq` selects the fan-out (default: the latest).
+///
+/// The byte budget is a window running sum in the query, so rows past it
+/// never leave Postgres: `octet_length` reads the stored size without
+/// detoasting the value.
 pub async fn children(
     pool: &PgPool,
     parent: Uuid,
     seq: Option<i32>,
     after: i64,
     limit: i64,
+    max_bytes: i64,
 ) -> Result<Vec<ChildRow>> {
     trip();
     let rows = sqlx::query_as::<_, ChildRow>(
-        "select id, child_index, kind, status, output, error from jobs
-         where parent_id = $1
-           and parent_seq = coalesce($2, (select fanout_seq from jobs where id = $1))
-           and child_index > $3
-         order by child_index limit $4",
+        "select id, child_index, kind, status, output, error
+         from (
+             select page.*, sum(page.size) over (order by page.child_index) as upto
+             from (
+                 select id, child_index, kind, status, output, error,
+                        64 + coalesce(octet_length(output), 0)::int8
+                           + coalesce(octet_length(error), 0)::int8 as size
+                 from jobs
+                 where parent_id = $1
+                   and parent_seq = coalesce($2, (select fanout_seq from jobs where id = $1))
+                   and child_index > $3
+                 order by child_index
+                 limit $4
+             ) page
+         ) sized
+         where upto = size or upto <= $5
+         order by child_index",
     )
     .bind(parent)
     .bind(seq)
     .bind(after)
     .bind(limit)
+    .bind(max_bytes)
     .fetch_all(pool)
     .await?;
     Ok(rows)
+}
+
+/// Whether job `id` exists (the API answers 404 for sub-resources of an
+/// unknown job).
+pub async fn job_exists(pool: &PgPool, id: Uuid) -> Result<bool> {
+    trip();
+    let found: bool = sqlx::query_scalar("select exists (select 1 from jobs where id = $1)")
+        .bind(id)
+        .fetch_one(pool)
+        .await?;
+    Ok(found)
+}
+
+/// One round trip to the database: readiness.
+pub async fn ping(pool: &PgPool) -> Result<()> {
+    trip();
+    sqlx::query("select 1").execute(pool).await?;
+    Ok(())
 }
 
 /// Counts by status for a tree, in [`STATUS_COLUMNS`] order.

@@ -83,6 +83,9 @@ pub struct ClusterOptions {
     /// [`proxy::FaultProxy`]. The harness's own pool always uses
     /// [`PG_SERVER`].
     pub pg_server: Option<String>,
+    /// Bearer token the harness's own client ([`TestCluster::http`]) sends;
+    /// give the processes theirs through `coordinator_env`/`worker_env`.
+    pub client_token: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -94,6 +97,7 @@ impl Default for ClusterOptions {
             coordinator_env: Vec::new(),
             amqp_url: None,
             pg_server: None,
+            client_token: None,
         }
     }
 }
@@ -115,6 +119,26 @@ pub struct TestCluster {
     options: ClusterOptions,
     coordinator: Option<Child>,
     pub workers: Vec<Child>,
+}
+
+/// An HTTP client for a cluster's API, sending `token` as a bearer token
+/// if given. No connection reuse: a refused oversize upload leaves its
+/// connection broken, and the next request must not inherit it.
+pub fn http_client(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}")
+                .parse()
+                .expect("a token fit for a header"),
+        );
+    }
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .default_headers(headers)
+        .build()
+        .expect("http client")
 }
 
 fn free_port() -> u16 {
@@ -148,12 +172,7 @@ impl TestCluster {
             url,
             listen,
             pool: PgPool::connect_lazy(&database_url).expect("pool"),
-            // No connection reuse: a refused oversize upload leaves its connection
-            // broken, and the next request must not inherit it.
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(0)
-                .build()
-                .expect("http client"),
+            http: http_client(options.client_token.as_deref()),
             options: options.clone(),
             coordinator: None,
             workers: Vec::new(),

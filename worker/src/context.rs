@@ -245,6 +245,20 @@ async fn fetch_with_retry(
                 Ok(b) => return Ok(b.to_vec()),
                 Err(e) => e.to_string(),
             },
+            // A token this worker lacks (or has wrong) is the worker's
+            // configuration, not the job's fault: retryable, so another
+            // worker may take the phase, and the message says the fix.
+            Ok(r)
+                if matches!(
+                    r.status(),
+                    reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN
+                ) =>
+            {
+                return Err(PhaseError::retryable(format!(
+                    "reading children results: {} from {url}: give the worker the coordinator's TRIBUTARY_READ_TOKEN (or TRIBUTARY_API_TOKEN)",
+                    r.status()
+                )));
+            }
             Ok(r) if r.status().is_client_error() => {
                 return Err(PhaseError::permanent(format!(
                     "reading children results: {} from {url}",

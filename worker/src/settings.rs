@@ -1,12 +1,57 @@
 //! Configuration of the `tributary-worker` binary: environment variables,
-//! overridden by flags.
+//! overridden by flags. `--help` never shows environment values
+//! (`hide_env_values`): the URLs carry passwords and the tokens are secrets.
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
 use tributary_common::config::{DEFAULT_AMQP_URL, DEFAULT_LISTEN, DEFAULT_NAMESPACE};
 
 use crate::worker::WorkerSettings;
+
+/// A bearer token for the coordinator's API. `Debug` shows `***`.
+#[derive(Clone)]
+pub struct BearerToken(String);
+
+/// Why a configured token is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidToken {
+    /// Nothing configured.
+    #[error("a token must not be empty")]
+    Empty,
+    /// A character that cannot go in an `Authorization` header.
+    #[error("a token may hold only visible ASCII characters (no spaces or control characters)")]
+    Characters,
+}
+
+impl FromStr for BearerToken {
+    type Err = InvalidToken;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err(InvalidToken::Empty);
+        }
+        if !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(InvalidToken::Characters);
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BearerToken(***)")
+    }
+}
+
+impl BearerToken {
+    /// The secret itself, to put in a header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
 
 /// Flags and variables of the worker binary.
 #[derive(Debug, Clone, Parser)]
@@ -17,34 +62,62 @@ use crate::worker::WorkerSettings;
 )]
 pub struct Settings {
     /// RabbitMQ URL.
-    #[arg(long, env = "TRIBUTARY_AMQP_URL", default_value = DEFAULT_AMQP_URL)]
+    #[arg(long, env = "TRIBUTARY_AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_env_values = true)]
     pub amqp_url: String,
     /// Prefix of every queue and exchange.
-    #[arg(long, env = "TRIBUTARY_NAMESPACE", default_value = DEFAULT_NAMESPACE)]
+    #[arg(long, env = "TRIBUTARY_NAMESPACE", default_value = DEFAULT_NAMESPACE, hide_env_values = true)]
     pub namespace: String,
     /// The coordinator's HTTP API.
-    #[arg(long, env = "TRIBUTARY_COORDINATOR_URL", default_value_t = format!("http://{DEFAULT_LISTEN}"))]
+    #[arg(long, env = "TRIBUTARY_COORDINATOR_URL", default_value_t = format!("http://{DEFAULT_LISTEN}"), hide_env_values = true)]
     pub coordinator_url: String,
     /// Phases run at once.
-    #[arg(long, env = "TRIBUTARY_CONCURRENCY", default_value_t = 32)]
+    #[arg(
+        long,
+        env = "TRIBUTARY_CONCURRENCY",
+        default_value_t = 32,
+        hide_env_values = true
+    )]
     pub concurrency: usize,
     /// Seconds in-flight phases may run on after SIGTERM.
-    #[arg(long, env = "TRIBUTARY_GRACE_SECS", default_value_t = 30)]
+    #[arg(
+        long,
+        env = "TRIBUTARY_GRACE_SECS",
+        default_value_t = 30,
+        hide_env_values = true
+    )]
     pub grace_secs: u64,
     /// Seconds between heartbeats of a running phase (its lease is 3x this).
-    #[arg(long, env = "TRIBUTARY_HEARTBEAT_SECS", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "TRIBUTARY_HEARTBEAT_SECS",
+        default_value_t = 10,
+        hide_env_values = true
+    )]
     pub heartbeat_secs: u64,
     /// Seconds before a long phase's task message is acked early (its lease
     /// then owns recovery); under RabbitMQ's 30-minute consumer timeout.
-    #[arg(long, env = "TRIBUTARY_ACK_AFTER_SECS", default_value_t = 300)]
+    #[arg(
+        long,
+        env = "TRIBUTARY_ACK_AFTER_SECS",
+        default_value_t = 300,
+        hide_env_values = true
+    )]
     pub ack_after_secs: u64,
     /// Fault injection for tests: publish every report twice.
     #[arg(
         long,
         env = "TRIBUTARY_FAULT_DUPLICATE_REPORTS",
-        default_value_t = false
+        default_value_t = false,
+        hide_env_values = true
     )]
     pub duplicate_reports: bool,
+    /// Token for the coordinator's API, used when no read token is set.
+    #[arg(long, env = "TRIBUTARY_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<BearerToken>,
+    /// Read-only token for the coordinator's API (preferred: a worker only
+    /// reads children results).
+    #[arg(long, env = "TRIBUTARY_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<BearerToken>,
     /// Print the served kinds and exit.
     #[arg(long)]
     pub list_kinds: bool,
@@ -62,6 +135,7 @@ impl Settings {
             duplicate_reports: self.duplicate_reports,
             heartbeat: Duration::from_secs(self.heartbeat_secs.max(1)),
             ack_after: Duration::from_secs(self.ack_after_secs.max(1)),
+            api_token: self.read_token.clone().or_else(|| self.api_token.clone()),
         }
     }
 }
@@ -83,4 +157,53 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     worker.run(cancel).await;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn help_never_shows_environment_values() {
+        let cmd = Settings::command();
+        cmd.clone().debug_assert();
+        for arg in cmd.get_arguments() {
+            if arg.get_env().is_some() {
+                assert!(
+                    arg.is_hide_env_values_set(),
+                    "--{} shows its environment value in --help",
+                    arg.get_id()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_read_token_wins_and_neither_is_printed() {
+        let s = Settings::try_parse_from([
+            "tributary-worker",
+            "--api-token",
+            "s3cret-api",
+            "--read-token",
+            "s3cret-read",
+        ])
+        .expect("parse");
+        assert!(!format!("{s:?}").contains("s3cret"));
+        let w = s.worker();
+        assert!(!format!("{w:?}").contains("s3cret"));
+        assert_eq!(
+            w.api_token.as_ref().map(BearerToken::expose),
+            Some("s3cret-read")
+        );
+        let s = Settings::try_parse_from(["tributary-worker", "--api-token", "s3cret-api"])
+            .expect("parse");
+        assert_eq!(
+            s.worker().api_token.as_ref().map(BearerToken::expose),
+            Some("s3cret-api")
+        );
+        assert!("with space".parse::<BearerToken>().is_err());
+        assert!("".parse::<BearerToken>().is_err());
+    }
 }

@@ -62,6 +62,9 @@ pub struct WorkerSettings {
     /// How long a message may stay unacked before it is acked early (once
     /// its phases hold leases); keep it under RabbitMQ's consumer timeout.
     pub ack_after: Duration,
+    /// Bearer token sent to the coordinator's API (the read token if the
+    /// binary has one, else the API token); `Debug` shows `***`.
+    pub api_token: Option<crate::settings::BearerToken>,
 }
 
 /// Why a worker could not run.
@@ -73,6 +76,9 @@ pub enum WorkerError {
     /// No kinds registered.
     #[error("no job kinds registered")]
     NoKinds,
+    /// The HTTP client for the coordinator's API could not be built.
+    #[error("cannot build the HTTP client for the coordinator's API: {0}")]
+    Http(String),
 }
 
 /// A worker serving the kinds of a [`Registry`].
@@ -80,6 +86,27 @@ pub struct Worker {
     registry: Registry,
     settings: WorkerSettings,
     topology: Topology,
+    http: reqwest::Client,
+}
+
+/// The client phases read children results with: it sends the bearer
+/// token, if any, on every request (marked sensitive, so it is never
+/// logged).
+fn http_client(
+    token: Option<&crate::settings::BearerToken>,
+) -> Result<reqwest::Client, WorkerError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let mut value =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                .map_err(|_| WorkerError::Http("the token cannot go in a header".to_owned()))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .map_err(|e| WorkerError::Http(e.to_string()))
 }
 
 struct Links {
@@ -97,17 +124,19 @@ impl Worker {
             return Err(WorkerError::NoKinds);
         }
         let topology = Topology::new(&settings.namespace)?;
+        let http = http_client(settings.api_token.as_ref())?;
         Ok(Self {
             registry,
             settings,
             topology,
+            http,
         })
     }
 
     /// Runs until `cancel` fires, reconnecting (with backoff) whenever the
     /// broker goes away, then drains in-flight phases within the grace period.
     pub async fn run(self, cancel: CancellationToken) {
-        let http = reqwest::Client::new();
+        let http = self.http.clone();
         let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let tracker = TaskTracker::new();
         let phase_cancel = CancellationToken::new();

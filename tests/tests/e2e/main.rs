@@ -5,6 +5,8 @@
 #![allow(missing_docs)]
 
 mod api;
+mod attacks;
+mod auth;
 mod chaos;
 mod fanout;
 mod faults;

@@ -3,21 +3,32 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `POST /v1/jobs` | submit `{kind, input, options?}`; answers `201 {"id"}` |
+//! | `POST /v1/jobs` | submit `{kind, input, options?}`; answers `201 {"id"}` with `Location` |
 //! | `GET /v1/jobs/{id}` | status, phase, phases, children counts, output or error |
-//! | `GET /v1/jobs/{id}/children` | children in spawn order (`after`, `limit`, `seq`, `format=json\|msgpack`) |
+//! | `GET /v1/jobs/{id}/children` | children in spawn order (`after`, `limit`, `seq`, `format=json\|msgpack`), at most about 8 MiB a page |
 //! | `GET /v1/jobs/{id}/tree` | counts by status for the job's whole tree |
 //! | `GET /v1/jobs/{id}/logs` | log lines (`after`, `limit`) |
 //! | `GET /v1/jobs/{id}/timing` | latest fan-out: child latency p50/p99, fan-in latency |
-//! | `GET /v1/stats` | durable counters (fenced reports) |
+//! | `GET /v1/stats` | durable counters (fenced, forged, refused and poisoned reports) |
 //! | `GET /metrics` | Prometheus text |
-//! | `GET /healthz` | liveness |
+//! | `GET /healthz` | liveness (always open) |
+//! | `GET /readyz` | readiness: the database answers (always open) |
+//!
+//! Every request passes, outermost first: the JSON error shape (every 4xx
+//! and 5xx answers `{"error": reason}`, whoever produced it), the request
+//! timeout (408), the bearer-token check ([`crate::auth`]) and the body
+//! limit (413).
+//!
+//! - [`error`]: the error answer, how store failures map to statuses, and
+//!   the middlewares that give every failure the one shape.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -26,16 +37,27 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tributary_common::fanin::FailureAction;
 use tributary_common::job::{DEFAULT_MAX_ATTEMPTS, ENTRY_PHASE, JobOptions};
-use tributary_common::limits;
+use tributary_common::limits::{self, Limits};
 use tributary_common::status::JobStatus;
 use tributary_common::wire::{self, ChildResult};
 use uuid::Uuid;
 
-use crate::metrics::Metrics;
-use crate::store::{self, NewRoot, STATUS_COLUMNS, StoreError};
+pub mod error;
 
-/// Largest accepted request body (1 MiB).
+pub use self::error::ApiError;
+use self::error::{bad, json_errors, no_route, request_timeout, unavailable};
+use crate::auth::Tokens;
+use crate::metrics::Metrics;
+use crate::store::{self, NewRoot, STATUS_COLUMNS};
+
+/// Largest request body when the input cap is small: room for the JSON
+/// around an input (1 MiB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Most output and error bytes one page of `/children` carries (the first
+/// child is always sent, whatever its size): the budget is kept by the
+/// query itself, so the coordinator never holds more for one page.
+pub const CHILDREN_PAGE_BYTES: i64 = 8 * 1024 * 1024;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -46,10 +68,30 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// Wakes the dispatch relay after a submission.
     pub relay_wake: Arc<tokio::sync::Notify>,
+    /// Caps on submissions.
+    pub limits: Limits,
+    /// Who may call what.
+    pub tokens: Arc<Tokens>,
+    /// Longest a request may take from its headers to its response.
+    pub request_timeout: Duration,
 }
 
-/// The router.
+/// The request body limit for an input cap: twice the cap (JSON is
+/// wordier than MessagePack) plus room for the envelope, and never under
+/// [`MAX_BODY_BYTES`].
+pub fn body_limit(limits: &Limits) -> usize {
+    limits
+        .max_input_bytes
+        .saturating_mul(2)
+        .saturating_add(64 * 1024)
+        .max(MAX_BODY_BYTES)
+}
+
+/// The router, with its layers.
 pub fn router(state: ApiState) -> Router {
+    let tokens = state.tokens.clone();
+    let timeout = state.request_timeout;
+    let body_limit = body_limit(&state.limits);
     Router::new()
         .route("/v1/jobs", post(submit))
         .route("/v1/jobs/{id}", get(job))
@@ -60,32 +102,24 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/stats", get(stats))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .route("/readyz", get(readyz))
+        .fallback(no_route)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            tokens,
+            crate::auth::require_token,
+        ))
+        .layer(middleware::from_fn_with_state(timeout, request_timeout))
+        .layer(middleware::from_fn_with_state(body_limit, json_errors))
         .with_state(state)
 }
 
-/// An error answer: a status and a reason, as `{"error": reason}`.
-#[derive(Debug)]
-pub struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        tracing::error!("request failed: {e}");
-        Self(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("database unavailable: {e}"),
-        )
-    }
-}
-
-fn bad(status: StatusCode, reason: impl Into<String>) -> ApiError {
-    ApiError(status, reason.into())
+async fn readyz(State(state): State<ApiState>) -> Result<&'static str, ApiError> {
+    store::ping(&state.pool).await.map_err(|e| {
+        tracing::warn!("not ready: {e}");
+        unavailable()
+    })?;
+    Ok("ok")
 }
 
 #[derive(Deserialize)]
@@ -117,10 +151,21 @@ fn parse_options(options: Option<Value>) -> Result<JobOptions, ApiError> {
             ),
         ));
     }
-    serde_json::from_value(value).map_err(|e| {
+    serde_json::from_value(value.clone()).map_err(|e| {
+        // Name the field serde did not: try each one alone.
+        let field = value.as_object().and_then(|map| {
+            map.iter()
+                .find(|(k, v)| {
+                    serde_json::from_value::<JobOptions>(json!({ k.as_str(): v })).is_err()
+                })
+                .map(|(k, _)| format!(".{k}"))
+        });
         bad(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("invalid job submission: options: {e}"),
+            format!(
+                "invalid job submission: options{}: {e}",
+                field.unwrap_or_default()
+            ),
         )
     })
 }
@@ -158,14 +203,47 @@ async fn submit(
     }
     let options = parse_options(sub.options)?;
     let max_attempts = options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
-    if max_attempts == 0 {
+    if !(1..=limits::MAX_ATTEMPTS).contains(&max_attempts) {
         return Err(bad(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "options.max_attempts must be at least 1",
+            format!(
+                "options.max_attempts must be between 1 and {}, not {max_attempts}",
+                limits::MAX_ATTEMPTS
+            ),
         ));
     }
+    let phase = options.phase.as_deref().unwrap_or(ENTRY_PHASE);
+    if !limits::valid_phase(phase) {
+        return Err(bad(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "invalid options.phase {phase:?}: use 1-{} bytes without control characters",
+                limits::MAX_NAME_BYTES
+            ),
+        ));
+    }
+    let max_child_failures = options
+        .max_child_failures
+        .map(i32::try_from)
+        .transpose()
+        .map_err(|_| {
+            bad(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("options.max_child_failures must be at most {}", i32::MAX),
+            )
+        })?;
     let input = wire::to_payload(&sub.input)
         .map_err(|e| bad(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    if input.len() > state.limits.max_input_bytes {
+        return Err(bad(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "input is {} bytes as MessagePack, over the cap of {} bytes (TRIBUTARY_MAX_INPUT_BYTES)",
+                input.len(),
+                state.limits.max_input_bytes
+            ),
+        ));
+    }
     let id = Uuid::now_v7();
     let action = match options.failure_action.unwrap_or_default() {
         FailureAction::Continue => "continue",
@@ -178,9 +256,10 @@ async fn submit(
             id,
             kind: &sub.kind,
             input: &input,
-            phase: options.phase.as_deref().unwrap_or(ENTRY_PHASE),
+            phase,
+            // In 1..=MAX_ATTEMPTS, checked above.
             max_attempts: max_attempts as i32,
-            max_child_failures: options.max_child_failures.map(|m| m as i32),
+            max_child_failures,
             failure_action: action,
         },
     )
@@ -188,7 +267,28 @@ async fn submit(
     state.metrics.submitted();
     state.relay_wake.notify_one();
     tracing::info!(job = %id, kind = %sub.kind, "submitted");
-    Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+    let location = HeaderValue::from_str(&format!("/v1/jobs/{id}"))
+        .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(json!({ "id": id })),
+    )
+        .into_response())
+}
+
+/// 404 unless job `id` exists: a sub-resource of an unknown job is not an
+/// empty list.
+async fn require_job(pool: &PgPool, id: Uuid) -> Result<(), ApiError> {
+    if store::job_exists(pool, id).await? {
+        Ok(())
+    } else {
+        Err(no_job(id))
+    }
+}
+
+fn no_job(id: Uuid) -> ApiError {
+    bad(StatusCode::NOT_FOUND, format!("no job {id}"))
 }
 
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
@@ -216,7 +316,7 @@ async fn job(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let Some(j) = store::job(&state.pool, id).await? else {
-        return Err(bad(StatusCode::NOT_FOUND, format!("no job {id}")));
+        return Err(no_job(id));
     };
     let history = store::phases(&state.pool, id).await?;
     let current_recorded = history
@@ -294,51 +394,48 @@ async fn children(
             "limit must be between 1 and 10000",
         ));
     }
-    let rows = store::children(&state.pool, id, q.seq, q.after.unwrap_or(-1), limit).await?;
-    match q.format.as_deref() {
-        Some("msgpack") => {
-            // Cap a page at about 8 MiB (the reader pages until an empty one).
-            // Always at least one row, so the reader never sees an early end.
-            let mut budget = 8 * 1024 * 1024usize;
-            let mut first = true;
-            let results: Vec<ChildResult> = rows
-                .into_iter()
-                .take_while(|r| {
-                    let size = 64
-                        + r.output.as_ref().map_or(0, Vec::len)
-                        + r.error.as_ref().map_or(0, String::len);
-                    let fits = first || size <= budget;
-                    first = false;
-                    budget = budget.saturating_sub(size);
-                    fits
-                })
-                .map(|r| ChildResult {
-                    id: r.id,
-                    index: r.child_index as u64,
-                    status: r.status,
-                    output: r.output.map(serde_bytes::ByteBuf::from),
-                    error: r.error,
-                })
-                .collect();
-            let body = wire::encode(&results)
-                .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            Ok(([(header::CONTENT_TYPE, "application/msgpack")], body).into_response())
-        }
-        None | Some("json") => {
-            let items: Vec<Value> = rows
-                .into_iter()
-                .map(|r| {
-                    json!({ "id": r.id, "index": r.child_index, "kind": r.kind, "status": r.status,
-                            "output": payload_json(r.output.as_deref()), "error": r.error })
-                })
-                .collect();
-            Ok(Json(json!({ "children": items })).into_response())
-        }
-        Some(other) => Err(bad(
+    let format = q.format.as_deref().unwrap_or("json");
+    if !matches!(format, "json" | "msgpack") {
+        return Err(bad(
             StatusCode::BAD_REQUEST,
-            format!("format must be json or msgpack, not {other:?}"),
-        )),
+            format!("format must be json or msgpack, not {format:?}"),
+        ));
     }
+    let rows = store::children(
+        &state.pool,
+        id,
+        q.seq,
+        q.after.unwrap_or(-1),
+        limit,
+        CHILDREN_PAGE_BYTES,
+    )
+    .await?;
+    if rows.is_empty() {
+        require_job(&state.pool, id).await?;
+    }
+    if format == "msgpack" {
+        let results: Vec<ChildResult> = rows
+            .into_iter()
+            .map(|r| ChildResult {
+                id: r.id,
+                index: r.child_index as u64,
+                status: r.status,
+                output: r.output.map(serde_bytes::ByteBuf::from),
+                error: r.error,
+            })
+            .collect();
+        let body = wire::encode(&results)
+            .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        return Ok(([(header::CONTENT_TYPE, "application/msgpack")], body).into_response());
+    }
+    let items: Vec<Value> = rows
+        .into_iter()
+        .map(|r| {
+            json!({ "id": r.id, "index": r.child_index, "kind": r.kind, "status": r.status,
+                    "output": payload_json(r.output.as_deref()), "error": r.error })
+        })
+        .collect();
+    Ok(Json(json!({ "children": items })).into_response())
 }
 
 async fn tree(
@@ -347,7 +444,7 @@ async fn tree(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let Some(j) = store::job(&state.pool, id).await? else {
-        return Err(bad(StatusCode::NOT_FOUND, format!("no job {id}")));
+        return Err(no_job(id));
     };
     let counts = store::tree(&state.pool, j.root_id)
         .await?
@@ -374,6 +471,9 @@ async fn logs(
     let id = parse_id(&id)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     let rows = store::logs(&state.pool, id, q.after.unwrap_or(0), limit).await?;
+    if rows.is_empty() {
+        require_job(&state.pool, id).await?;
+    }
     let lines: Vec<Value> = rows
         .into_iter()
         .map(|l| json!({ "id": l.id, "level": l.level, "message": l.message, "at_ms": l.at_ms }))
@@ -387,6 +487,9 @@ async fn timing(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let t = store::fanout_timing(&state.pool, id).await?;
+    if t.children == 0 {
+        require_job(&state.pool, id).await?;
+    }
     Ok(Json(json!({
         "children": t.children,
         "child_p50_ms": t.child_p50_ms,
@@ -396,8 +499,19 @@ async fn timing(
 }
 
 async fn stats(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let fenced = store::counter(&state.pool, "fenced_reports").await?;
-    Ok(Json(json!({ "fenced_reports": fenced })))
+    let mut out = serde_json::Map::new();
+    for name in [
+        "fenced_reports",
+        "forged_reports",
+        "refused_reports",
+        "poisoned_reports",
+    ] {
+        out.insert(
+            name.to_owned(),
+            json!(store::counter(&state.pool, name).await?),
+        );
+    }
+    Ok(Json(Value::Object(out)))
 }
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
@@ -405,4 +519,20 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_limit_follows_the_input_cap() {
+        let cap = |max_input_bytes| Limits {
+            max_input_bytes,
+            ..Limits::default()
+        };
+        assert_eq!(body_limit(&cap(1000)), MAX_BODY_BYTES);
+        assert_eq!(body_limit(&cap(1024 * 1024)), 2 * 1024 * 1024 + 64 * 1024);
+        assert_eq!(body_limit(&cap(usize::MAX)), usize::MAX);
+    }
 }
