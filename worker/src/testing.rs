@@ -21,19 +21,54 @@
 //! and [`Context::children_counts`] counts them.
 //!
 //! ```
-//! use tributary_worker::Step;
-//! use tributary_worker::kinds::bench::{FanOut, FanOutInput};
-//! use tributary_worker::testing::{ChildEnd, PhaseTest};
+//! use tributary_worker::testing::{ChildEnd, PhaseTest, run_phase};
+//! use tributary_worker::{Child, Context, Job, PhaseError, Step};
 //!
-//! # tokio::runtime::Runtime::new().expect("runtime").block_on(async {
-//! let input = FanOutInput { n: 3, ..Default::default() };
-//! let run = PhaseTest::new(&FanOut, input)
-//!     .phase("sum")
-//!     .children([ChildEnd::completed(1u64), ChildEnd::completed(2u64), ChildEnd::cancelled()])
+//! /// Squares each number in a child job, then adds the squares up.
+//! struct SumOfSquares;
+//!
+//! impl Job for SumOfSquares {
+//!     const KIND: &'static str = "example.sum_of_squares";
+//!     type Input = Vec<u64>;
+//!     type Output = u64;
+//!
+//!     async fn run(&self, phase: &str, input: Vec<u64>, ctx: &mut Context) -> Result<Step<u64>, PhaseError> {
+//!         match phase {
+//!             "start" => {
+//!                 let children = input.iter().map(|n| Child::of_kind("example.square", n));
+//!                 Ok(Step::spawn(children.collect::<Result<_, _>>()?, "add"))
+//!             }
+//!             "add" => {
+//!                 let mut sum = 0;
+//!                 for child in ctx.children::<u64>().collect().await? {
+//!                     sum += child.result.map_err(PhaseError::permanent)?;
+//!                 }
+//!                 Ok(Step::Complete(sum))
+//!             }
+//!             other => Err(PhaseError::permanent(format!("no phase {other}"))),
+//!         }
+//!     }
+//! }
+//!
+//! # tokio::runtime::Runtime::new().expect("a runtime").block_on(async {
+//! let run = run_phase(&SumOfSquares, "start", vec![2, 3]).await;
+//! assert_eq!(run.next_phase(), Some("add"));
+//! assert_eq!(run.children[1].kind, "example.square");
+//! assert_eq!(run.children[1].input::<u64>().expect("a number"), 3);
+//!
+//! let run = PhaseTest::new(&SumOfSquares, vec![2, 3])
+//!     .phase("add")
+//!     .children([ChildEnd::completed(4u64), ChildEnd::completed(9u64)])
 //!     .run()
 //!     .await;
-//! let output = run.output().expect("sum completes");
-//! assert_eq!((output.sum, output.completed, output.failed), (3, 2, 1));
+//! assert_eq!(run.output(), Some(&13));
+//!
+//! let run = PhaseTest::new(&SumOfSquares, vec![2, 3])
+//!     .phase("add")
+//!     .children([ChildEnd::completed(4u64), ChildEnd::failed("out of range")])
+//!     .run()
+//!     .await;
+//! assert_eq!(run.error().map(PhaseError::message), Some("out of range"));
 //! # });
 //! ```
 
