@@ -13,8 +13,10 @@
 //! [`Step::Spawn`] are spawned after those of [`Context::spawn`] (in the
 //! same numbered batches, with the same size checks), and an output that
 //! does not serialize fails the phase permanently. Every confirmed report
-//! (spawn, checkpoint) succeeds at once. A panic in the phase is not caught:
-//! it fails the test where it happened.
+//! (spawn, checkpoint) succeeds at once. Two differences, both for the
+//! test's sake: the input is handed over typed (the worker decodes it from
+//! MessagePack), and a panic in the phase is not caught (the worker would
+//! retry it): it fails the test where it happened.
 //!
 //! For a phase after a fan-in, supply the children's endings with
 //! [`PhaseTest::children`]: [`Context::children`] pages them from memory
@@ -282,10 +284,10 @@ impl<'a, J: Job> PhaseTest<'a, J> {
                 Ok(_) => Ok(Step::Complete(output)),
                 Err(e) => Err(PhaseError::permanent(format!("output: {e}"))),
             },
-            Ok(Step::Spawn { children, then }) => match ctx.spawn(children.clone()).await {
-                Ok(()) => Ok(Step::Spawn { children, then }),
-                Err(e) => Err(e),
-            },
+            Ok(Step::Spawn { children, then }) => ctx
+                .spawn(children.clone())
+                .await
+                .map(|()| Step::Spawn { children, then }),
             other => other,
         };
         drop(ctx);
