@@ -1,6 +1,8 @@
 //! What a phase sees: its job, its checkpoint, and ways to spawn children,
 //! report progress and logs, and read its children's results.
 
+use std::sync::Arc;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -24,10 +26,23 @@ const RESULTS_PAGE: usize = 5000;
 /// The checkpoint as stored: the user's state plus the spawn position, so
 /// a resumed phase numbers its next spawn batch where the last one stopped.
 #[derive(Serialize, Deserialize)]
-struct Checkpoint {
-    batch: u32,
-    spawned: u64,
-    user: Option<ByteBuf>,
+pub(crate) struct Checkpoint {
+    pub(crate) batch: u32,
+    pub(crate) spawned: u64,
+    pub(crate) user: Option<ByteBuf>,
+}
+
+/// Where [`Context::children`] reads the children's results from.
+pub(crate) enum ChildSource {
+    /// The coordinator's results API, through the context's HTTP client.
+    Api,
+    /// Results a test supplied ([`crate::testing`]), in spawn order.
+    Memory {
+        /// The results, sorted by spawn index.
+        results: Arc<[ChildResult]>,
+        /// Results per page.
+        page: usize,
+    },
 }
 
 /// The context of one phase execution.
@@ -37,6 +52,8 @@ pub struct Context {
     http: reqwest::Client,
     coordinator_url: String,
     cancel: CancellationToken,
+    /// Only [`crate::testing`] reads children results from elsewhere.
+    source: ChildSource,
     next_batch: u32,
     spawned: u64,
     user_state: Option<ByteBuf>,
@@ -64,10 +81,17 @@ impl Context {
             http,
             coordinator_url,
             cancel,
+            source: ChildSource::Api,
             next_batch,
             spawned,
             user_state,
         }
+    }
+
+    /// Reads children results from `source` instead (for [`crate::testing`]).
+    pub(crate) fn with_source(mut self, source: ChildSource) -> Self {
+        self.source = source;
+        self
     }
 
     /// The job.
@@ -304,6 +328,11 @@ impl<T: DeserializeOwned> ChildResults<'_, T> {
         if self.done {
             return Ok(None);
         }
+        if let ChildSource::Memory { results, page } = &self.ctx.source {
+            let from = results.partition_point(|c| c.index as i64 <= self.after);
+            let end = results.len().min(from + page);
+            return self.outcomes(results[from..end].to_vec());
+        }
         let seq = self.ctx.task.fanout_seq.unwrap_or_default();
         let url = format!(
             "{}/v1/jobs/{}/children?seq={seq}&after={}&limit={RESULTS_PAGE}&format=msgpack",
@@ -314,7 +343,14 @@ impl<T: DeserializeOwned> ChildResults<'_, T> {
         let bytes = fetch_with_retry(&self.ctx.http, &url, &self.ctx.cancel).await?;
         let page: Vec<ChildResult> = wire::decode(&bytes)
             .map_err(|e| PhaseError::retryable(format!("children results: {e}")))?;
+        self.outcomes(page)
+    }
 
+    /// Decodes one page, moving the cursor past it.
+    fn outcomes(
+        &mut self,
+        page: Vec<ChildResult>,
+    ) -> Result<Option<Vec<ChildOutcome<T>>>, PhaseError> {
         if let Some(last) = page.last() {
             self.after = last.index as i64;
         }

@@ -16,6 +16,8 @@
 //! - [`reporter`]: coalesces report items into confirmed messages.
 //! - [`kinds`]: the built-in demo and bench kinds the binary serves.
 //! - [`settings`]: the binary's configuration.
+//! - [`testing`]: unit-testing a [`Job`]: run one phase in process with
+//!   supplied children results and collect what it did ([`testing::PhaseTest`]).
 
 pub mod context;
 pub mod job;
@@ -23,9 +25,15 @@ pub mod kinds;
 pub mod registry;
 pub mod reporter;
 pub mod settings;
+pub mod testing;
 pub mod worker;
 
 pub use context::{ChildOutcome, ChildResults, Context};
 pub use job::{Child, Job, PhaseError, Step};
 pub use registry::Registry;
 pub use worker::{Worker, WorkerSettings};
+
+/// The README, so that its Rust examples ("Writing a job") are doctests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

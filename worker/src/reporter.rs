@@ -52,6 +52,24 @@ impl Reporter {
         rx.await
             .map_err(|_| ReportError("the reporter has stopped".into()))?
     }
+
+    /// A reporter with no broker behind it, for [`crate::testing`]: every
+    /// confirmed send resolves `Ok` at once, and the task yields every item
+    /// queued, in order, once the last clone of the reporter is dropped.
+    pub(crate) fn collecting() -> (Self, tokio::task::JoinHandle<Vec<ReportItem>>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(ReportItem, Option<Waiter>)>();
+        let collector = tokio::spawn(async move {
+            let mut items = Vec::new();
+            while let Some((item, waiter)) = rx.recv().await {
+                items.push(item);
+                if let Some(w) = waiter {
+                    let _ = w.send(Ok(()));
+                }
+            }
+            items
+        });
+        (Self { tx }, collector)
+    }
 }
 
 /// Starts the reporter on `channel` (confirms on). It runs until every

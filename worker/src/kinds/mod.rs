@@ -10,7 +10,7 @@
 //! # Layout
 //! - [`cap`]: [`cap::Cap`], the caps on submitted numbers.
 //! - [`demo`]: `demo.wordcount`, `demo.wordcount.chunk`, `demo.du`.
-//! - [`bench`]: `bench.fanout`, `bench.leaf`.
+//! - [`mod@bench`]: `bench.fanout`, `bench.leaf`.
 
 pub mod bench;
 pub mod cap;
