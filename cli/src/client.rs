@@ -17,7 +17,11 @@ impl Api {
     pub fn new(base: &str) -> Self {
         Self {
             base: base.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::new(),
+            // A CA file that cannot be used is a configuration error: stop here.
+            http: tributary_common::tls::http_client().unwrap_or_else(|e| {
+                eprintln!("error: {e}");
+                std::process::exit(2)
+            }),
         }
     }
 

@@ -107,7 +107,13 @@ impl Worker {
     /// Runs until `cancel` fires, reconnecting (with backoff) whenever the
     /// broker goes away, then drains in-flight phases within the grace period.
     pub async fn run(self, cancel: CancellationToken) {
-        let http = reqwest::Client::new();
+        let http = match tributary_common::tls::http_client() {
+            Ok(http) => http,
+            Err(e) => {
+                tracing::error!("worker cannot start: {e}");
+                return;
+            }
+        };
         let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let tracker = TaskTracker::new();
         let phase_cancel = CancellationToken::new();
