@@ -11,6 +11,7 @@
 #![allow(missing_docs)]
 
 pub mod proxy;
+pub mod tls_proxy;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -83,6 +84,9 @@ pub struct ClusterOptions {
     /// [`proxy::FaultProxy`]. The harness's own pool always uses
     /// [`PG_SERVER`].
     pub pg_server: Option<String>,
+    /// Query parameters appended to the coordinator's database URL, e.g.
+    /// `sslmode=require` (default none).
+    pub pg_params: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -94,6 +98,7 @@ impl Default for ClusterOptions {
             coordinator_env: Vec::new(),
             amqp_url: None,
             pg_server: None,
+            pg_params: None,
         }
     }
 }
@@ -135,8 +140,13 @@ impl TestCluster {
         let listen = format!("127.0.0.1:{}", free_port());
         let url = format!("http://{listen}");
         let process_database_url = format!(
-            "{}/{database}",
-            options.pg_server.as_deref().unwrap_or(PG_SERVER)
+            "{}/{database}{}",
+            options.pg_server.as_deref().unwrap_or(PG_SERVER),
+            options
+                .pg_params
+                .as_deref()
+                .map(|p| format!("?{p}"))
+                .unwrap_or_default()
         );
         let process_amqp_url = options.amqp_url.clone().unwrap_or_else(|| AMQP_URL.into());
         let mut cluster = Self {

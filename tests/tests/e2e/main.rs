@@ -11,3 +11,4 @@ mod faults;
 mod leases;
 mod restarts;
 mod scenarios;
+mod tls;
