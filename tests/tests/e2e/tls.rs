@@ -134,8 +134,7 @@ async fn verify_full_refuses_a_certificate_for_another_name() {
     let options = PgConnectOptions::from_str(&url).expect("URL");
     let err = PgConnection::connect_with(&options)
         .await
-        .err()
-        .expect("verify-full to 127.0.0.1 must fail: the certificate is for localhost");
+        .expect_err("verify-full to 127.0.0.1 must fail: the certificate is for localhost");
     let text = format!("{err}");
     assert!(
         text.contains("certificate") && text.contains("127.0.0.1"),
