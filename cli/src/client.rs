@@ -17,7 +17,11 @@ impl Api {
     pub fn new(base: &str) -> Self {
         Self {
             base: base.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::new(),
+            // A CA file that cannot be used is a configuration error: stop here.
+            http: tributary_common::tls::http_client().unwrap_or_else(|e| {
+                eprintln!("error: {e}");
+                std::process::exit(2)
+            }),
         }
     }
 
@@ -28,14 +32,7 @@ impl Api {
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             return Ok(self);
         };
-        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-            .context("TRIBUTARY_API_TOKEN may hold only visible ASCII characters")?;
-        value.set_sensitive(true);
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(reqwest::header::AUTHORIZATION, value);
-        self.http = reqwest::Client::builder()
-            .default_headers(headers)
-            .build()
+        self.http = tributary_common::tls::http_client_with_token(Some(token))
             .context("building the HTTP client")?;
         Ok(self)
     }

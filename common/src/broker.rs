@@ -30,9 +30,10 @@ pub enum BrokerError {
     /// The broker refused the message.
     #[error("RabbitMQ refused (nacked) a message published to {0:?}")]
     Nacked(String),
-    /// No queue is bound for the routing key.
-    #[error("no queue is bound for routing key {0:?}")]
-    Unroutable(String),
+    /// No queue is bound for the routing key: the broker returned the
+    /// message (basic.return).
+    #[error("{0}")]
+    Unroutable(Returned),
     /// The confirm did not come in time.
     #[error("no publisher confirm from RabbitMQ within {0:?}")]
     ConfirmTimeout(Duration),
@@ -43,6 +44,40 @@ pub enum BrokerError {
     /// taken as lost.
     #[error("an ack to RabbitMQ did not go through within {0:?}; the channel is lost")]
     AckLost(Duration),
+}
+
+/// What is kept of a message the broker returned as unroutable: where it
+/// was going, how big it was and why it came back, never its body (a task
+/// body holds users' input; a 1 MiB input must not become a log line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Returned {
+    /// The routing key nobody was bound to.
+    pub routing_key: String,
+    /// The size of the returned body, in bytes.
+    pub body_bytes: usize,
+    /// The broker's reason, e.g. `312 NO_ROUTE`.
+    pub reply: String,
+}
+
+impl std::fmt::Display for Returned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no queue is bound for routing key {:?} (RabbitMQ returned the {}-byte message: {})",
+            self.routing_key, self.body_bytes, self.reply
+        )
+    }
+}
+
+impl Returned {
+    /// Keeps the routing key, size and reason of `message`; drops the body.
+    pub fn of(message: &lapin::message::BasicReturnMessage) -> Self {
+        Self {
+            routing_key: message.delivery.routing_key.as_str().to_owned(),
+            body_bytes: message.delivery.data.len(),
+            reply: format!("{} {}", message.reply_code, message.reply_text),
+        }
+    }
 }
 
 /// A `Result` with [`BrokerError`].
@@ -262,7 +297,18 @@ impl Pending {
             .map_err(|_| BrokerError::ConfirmTimeout(CONFIRM_TIMEOUT))??;
         match confirmation {
             Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(_)) => Err(BrokerError::Unroutable(self.routing_key)),
+            // basic.return: lapin hands the returned message back whole,
+            // body included; keep only its routing key, size and reason.
+            Confirmation::Ack(Some(returned)) => {
+                let returned = Returned::of(&returned);
+                tracing::debug!(
+                    routing_key = %returned.routing_key,
+                    body_bytes = returned.body_bytes,
+                    reply = %returned.reply,
+                    "RabbitMQ returned an unroutable message"
+                );
+                Err(BrokerError::Unroutable(returned))
+            }
             Confirmation::Nack(_) | Confirmation::NotRequested => {
                 Err(BrokerError::Nacked(self.routing_key))
             }
@@ -272,7 +318,23 @@ impl Pending {
 
 #[cfg(test)]
 mod tests {
+    use lapin::uri::{AMQPScheme, AMQPUri};
+
     use super::with_heartbeat;
+    use crate::config::mask_url;
+
+    #[test]
+    fn amqps_urls_are_accepted() {
+        // What `connect` hands lapin: TLS (lapin's `rustls` feature, system
+        // roots) on the AMQPS port unless the URL names one.
+        let url = "amqps://app:s%2Fcret@rabbit.internal/%2f";
+        let uri: AMQPUri = with_heartbeat(url).parse().expect("an amqps URI");
+        assert_eq!(uri.scheme, AMQPScheme::AMQPS);
+        assert_eq!(uri.authority.port, 5671);
+        assert_eq!(uri.authority.userinfo.password, "s/cret");
+        assert_eq!(uri.query.heartbeat, Some(10));
+        assert_eq!(mask_url(url), "amqps://app:***@rabbit.internal/%2f");
+    }
 
     #[test]
     fn a_heartbeat_is_added_unless_set() {

@@ -19,7 +19,10 @@
 //!   topology, publishing with confirms.
 //! - [`config`]: connection settings shared by every binary, with masking.
 //! - [`shutdown`] (feature `broker`): SIGTERM / Ctrl-C into a cancellation token.
-//! - [`telemetry`]: the one `init` that sets up logging.
+//! - [`telemetry`]: the one `init` that sets up logging (and keeps message
+//!   bodies out of it).
+//! - [`tls`] (feature `http`): the HTTP client of the worker and the CLI,
+//!   `https://` with the system's roots plus `TRIBUTARY_CA_FILE`.
 
 #[cfg(feature = "broker")]
 pub mod broker;
@@ -32,5 +35,7 @@ pub mod retry;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
+#[cfg(feature = "http")]
+pub mod tls;
 pub mod topology;
 pub mod wire;

@@ -21,10 +21,18 @@ pub const PROTOCOL_VERSION: u16 = 2;
 /// dead-lettered; spawn children in several `ctx.spawn` batches instead.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Longest reason kept in [`WireError::Malformed`] and
+/// [`WireError::Encode`], in bytes. A serde message can quote the input it
+/// choked on (a 1 MiB string in, a 1 MiB log line out), and these reasons
+/// end up in logs and in job errors: the start says what went wrong, the
+/// rest is cut and marked.
+pub const MAX_REASON_BYTES: usize = 300;
+
 /// Why bytes could not become a message.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
-    /// Not MessagePack of the expected shape.
+    /// Not MessagePack of the expected shape. The reason is at most
+    /// [`MAX_REASON_BYTES`] long.
     #[error("malformed message: {0}")]
     Malformed(String),
     /// A version this build does not speak.
@@ -33,9 +41,27 @@ pub enum WireError {
     /// Over [`MAX_MESSAGE_BYTES`].
     #[error("message of {0} bytes is over the {MAX_MESSAGE_BYTES}-byte limit")]
     TooLarge(usize),
-    /// A value that could not be encoded.
+    /// A value that could not be encoded. The reason is at most
+    /// [`MAX_REASON_BYTES`] long.
     #[error("cannot encode message: {0}")]
     Encode(String),
+}
+
+impl WireError {
+    /// A [`WireError::Malformed`] from a decoder's error, capped.
+    fn malformed(e: impl std::fmt::Display) -> Self {
+        Self::Malformed(capped(e))
+    }
+
+    /// A [`WireError::Encode`] from an encoder's error, capped.
+    fn encode(e: impl std::fmt::Display) -> Self {
+        Self::Encode(capped(e))
+    }
+}
+
+/// `e` as text of at most [`MAX_REASON_BYTES`] bytes.
+fn capped(e: impl std::fmt::Display) -> String {
+    crate::limits::sanitize_text(&e.to_string(), MAX_REASON_BYTES).into_owned()
 }
 
 /// Coordinator → worker: run one phase of one job.
@@ -208,8 +234,7 @@ pub enum Outcome {
 
 /// Encodes `message` as `[PROTOCOL_VERSION, message]`.
 pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, WireError> {
-    rmp_serde::to_vec_named(&(PROTOCOL_VERSION, message))
-        .map_err(|e| WireError::Encode(e.to_string()))
+    rmp_serde::to_vec_named(&(PROTOCOL_VERSION, message)).map_err(WireError::encode)
 }
 
 /// Decodes bytes made by [`encode`], checking size and version first.
@@ -218,12 +243,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
         return Err(WireError::TooLarge(bytes.len()));
     }
     let (version, _): (u16, IgnoredAny) =
-        rmp_serde::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
+        rmp_serde::from_slice(bytes).map_err(WireError::malformed)?;
     if version != PROTOCOL_VERSION {
         return Err(WireError::UnsupportedVersion(version));
     }
-    let (_, message): (u16, T) =
-        rmp_serde::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let (_, message): (u16, T) = rmp_serde::from_slice(bytes).map_err(WireError::malformed)?;
     Ok(message)
 }
 
@@ -231,12 +255,12 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
 pub fn to_payload<T: Serialize + ?Sized>(value: &T) -> Result<ByteBuf, WireError> {
     rmp_serde::to_vec_named(value)
         .map(ByteBuf::from)
-        .map_err(|e| WireError::Encode(e.to_string()))
+        .map_err(WireError::encode)
 }
 
 /// Decodes a user value (input, output, state) from MessagePack.
 pub fn from_payload<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
-    rmp_serde::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))
+    rmp_serde::from_slice(bytes).map_err(WireError::malformed)
 }
 
 /// One child's ending, as the results API pages it to the phase after a
@@ -352,6 +376,60 @@ mod tests {
             decode::<Task>(&bytes),
             Err(WireError::TooLarge(_))
         ));
+    }
+
+    /// The text of a malformed-message error, checked to be capped.
+    fn capped_reason(err: WireError) -> String {
+        let WireError::Malformed(reason) = err else {
+            panic!("expected Malformed, got {err:?}");
+        };
+        assert!(
+            reason.len() <= MAX_REASON_BYTES,
+            "reason of {} bytes: {reason:.100}",
+            reason.len()
+        );
+        reason
+    }
+
+    #[test]
+    fn malformed_reasons_do_not_quote_whole_inputs() {
+        // serde quotes what it cannot use: an unknown variant name of 1 MiB
+        // would make a 1 MiB error (and log line).
+        let big = "A".repeat(1024 * 1024);
+        let payload = to_payload(&big).expect("encode");
+        let reason = capped_reason(from_payload::<Outcome>(&payload).expect_err("no such variant"));
+        assert!(reason.starts_with("unknown variant `AAA"), "{reason}");
+        assert!(reason.ends_with("bytes cut]"), "{reason}");
+
+        // The same inside a task message: 1 MiB of text where a task is expected.
+        let body = rmp_serde::to_vec_named(&(PROTOCOL_VERSION, &big)).expect("encode");
+        let reason = capped_reason(decode::<Task>(&body).expect_err("not a task"));
+        assert!(reason.ends_with("bytes cut]"), "{reason}");
+
+        // Multi-byte characters are cut on a character boundary.
+        let wide = "é".repeat(100_000);
+        let payload = to_payload(&wide).expect("encode");
+        let reason = capped_reason(from_payload::<Outcome>(&payload).expect_err("no such variant"));
+        assert!(reason.contains("éé…"), "{reason}");
+
+        // A short reason is kept whole.
+        let reason = capped_reason(decode::<Task>(b"\xc1").expect_err("garbage"));
+        assert!(!reason.contains("cut"), "{reason}");
+    }
+
+    #[test]
+    fn encode_reasons_are_capped() {
+        struct Refuses(String);
+        impl Serialize for Refuses {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom(&self.0))
+            }
+        }
+        let err = to_payload(&Refuses("x".repeat(100_000))).expect_err("refused");
+        let WireError::Encode(reason) = err else {
+            panic!("expected Encode, got {err:?}");
+        };
+        assert!(reason.len() <= MAX_REASON_BYTES, "{} bytes", reason.len());
     }
 
     #[test]

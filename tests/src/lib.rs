@@ -11,6 +11,7 @@
 #![allow(missing_docs)]
 
 pub mod proxy;
+pub mod tls_proxy;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -86,6 +87,9 @@ pub struct ClusterOptions {
     /// Bearer token the harness's own client ([`TestCluster::http`]) sends;
     /// give the processes theirs through `coordinator_env`/`worker_env`.
     pub client_token: Option<String>,
+    /// Query parameters appended to the coordinator's database URL, e.g.
+    /// `sslmode=require` (default none).
+    pub pg_params: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -98,6 +102,7 @@ impl Default for ClusterOptions {
             amqp_url: None,
             pg_server: None,
             client_token: None,
+            pg_params: None,
         }
     }
 }
@@ -159,8 +164,13 @@ impl TestCluster {
         let listen = format!("127.0.0.1:{}", free_port());
         let url = format!("http://{listen}");
         let process_database_url = format!(
-            "{}/{database}",
-            options.pg_server.as_deref().unwrap_or(PG_SERVER)
+            "{}/{database}{}",
+            options.pg_server.as_deref().unwrap_or(PG_SERVER),
+            options
+                .pg_params
+                .as_deref()
+                .map(|p| format!("?{p}"))
+                .unwrap_or_default()
         );
         let process_amqp_url = options.amqp_url.clone().unwrap_or_else(|| AMQP_URL.into());
         let mut cluster = Self {

@@ -89,26 +89,6 @@ pub struct Worker {
     http: reqwest::Client,
 }
 
-/// The client phases read children results with: it sends the bearer
-/// token, if any, on every request (marked sensitive, so it is never
-/// logged).
-fn http_client(
-    token: Option<&crate::settings::BearerToken>,
-) -> Result<reqwest::Client, WorkerError> {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(token) = token {
-        let mut value =
-            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-                .map_err(|_| WorkerError::Http("the token cannot go in a header".to_owned()))?;
-        value.set_sensitive(true);
-        headers.insert(reqwest::header::AUTHORIZATION, value);
-    }
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .map_err(|e| WorkerError::Http(e.to_string()))
-}
-
 struct Links {
     publish: Connection,
     consume: Connection,
@@ -124,7 +104,12 @@ impl Worker {
             return Err(WorkerError::NoKinds);
         }
         let topology = Topology::new(&settings.namespace)?;
-        let http = http_client(settings.api_token.as_ref())?;
+        // Phases read children results with it: it trusts TRIBUTARY_CA_FILE
+        // and sends the bearer token, if any.
+        let http = tributary_common::tls::http_client_with_token(
+            settings.api_token.as_ref().map(|t| t.expose()),
+        )
+        .map_err(|e| WorkerError::Http(e.to_string()))?;
         Ok(Self {
             registry,
             settings,

@@ -15,3 +15,4 @@ mod leases;
 mod poison;
 mod restarts;
 mod scenarios;
+mod tls;
