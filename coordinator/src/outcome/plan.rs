@@ -23,6 +23,8 @@
 mod fan_in;
 mod job;
 mod spawn;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 
