@@ -261,7 +261,7 @@ impl Plan {
         };
         if job.row.phase_seq == token.seq as i32
             && job.row.attempt == token.attempt as i32
-            && job.row.nonce != token.nonce as i64
+            && !job.holds_nonce(&token)
             && !matches!(item, ReportItem::Spawned { .. })
         {
             tracing::debug!(%token, "report with a wrong nonce fenced");

@@ -58,12 +58,20 @@ impl JobPlan {
     pub(super) fn is_current(&self, token: &DispatchToken) -> bool {
         self.row.phase_seq == token.seq as i32
             && self.row.attempt == token.attempt as i32
-            && self.row.nonce == token.nonce as i64
+            && self.holds_nonce(token)
             && matches!(self.status, JobStatus::Pending | JobStatus::Running)
             && matches!(
                 self.phase_status,
                 PhaseStatus::NotStarted | PhaseStatus::Running
             )
+    }
+
+    /// Whether `token` carries the nonce of this execution's publish. Until
+    /// the relay publishes it (`dispatch_pending`), the row still holds the
+    /// nonce of an earlier publish (or 0 for a new job): a token carrying
+    /// it was never given to anyone for this execution.
+    pub(super) fn holds_nonce(&self, token: &DispatchToken) -> bool {
+        self.row.nonce == token.nonce as i64 && !self.row.dispatch_pending
     }
 
     pub(super) fn counts(&self) -> ChildCounts {

@@ -124,7 +124,7 @@ impl Plan {
             let (seq, attempt, nonce) =
                 (token.seq as i32, token.attempt as i32, token.nonce as i64);
             let genuine = if attempt == j.row.attempt {
-                nonce == j.row.nonce
+                j.holds_nonce(token)
             } else {
                 earlier_nonces.contains(&(token.job_id, seq, attempt, nonce))
             };

@@ -238,3 +238,44 @@ fn a_child_of_an_earlier_fan_out_is_not_counted() {
     assert!(!run.jobs.contains_key(&parent.id), "parent untouched");
     assert_eq!(run.applied.fan_ins, 0);
 }
+
+#[test]
+fn an_execution_not_yet_published_takes_no_reports() {
+    // Until the relay publishes an execution (and stores its fresh nonce),
+    // the row holds the nonce of an earlier publish, or 0 for a new job:
+    // no worker was given a token for it, so none may report for it.
+    let mut fresh = row().status("pending", "not_started");
+    fresh.nonce = 0;
+    let mut retry = row().at(1, 2).status("running", "not_started");
+    retry.nonce = OLD_NONCE as i64;
+    let mut next = row().at(2, 1).status("running", "not_started");
+    next.nonce = OLD_NONCE as i64;
+    for (case, mut job) in [("new job", fresh), ("retry", retry), ("next phase", next)] {
+        job.dispatch_pending = true;
+        for (kind, item) in each_kind(token(&job)) {
+            let run = Db::with(&[&job]).run(&[item]);
+            let forged = u64::from(kind != "Spawned");
+            assert_eq!(seen(&run.applied), counts(0, 1, forged), "{case}: {kind}");
+            assert!(run.jobs.is_empty(), "{case}: {kind} wrote {:?}", run.jobs);
+            assert!(run.children.id.is_empty(), "{case}: {kind} spawned");
+            assert!(run.logs.is_empty(), "{case}: {kind} logged");
+        }
+    }
+}
+
+#[test]
+fn a_late_spawn_of_the_failed_attempt_is_taken_while_its_retry_waits() {
+    // Attempt 1 failed and its retry waits for the relay; a spawn batch that
+    // attempt 1 sent before failing arrives now.
+    let mut job = row().at(1, 2).status("running", "not_started");
+    job.dispatch_pending = true;
+    let mut db = Db::with(&[&job]);
+    db.phase_nonces.insert((job.id, 1, 1, NONCE as i64));
+    let earlier = DispatchToken {
+        attempt: 1,
+        ..token(&job)
+    };
+    let run = db.run(&[spawned(earlier, 0, 0, 2)]);
+    assert_eq!(run.children.id.len(), 2);
+    assert_eq!(seen(&run.applied), counts(1, 0, 0));
+}
