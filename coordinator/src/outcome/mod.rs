@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::sync::Notify;
+use tributary_common::job::DispatchToken;
 use tributary_common::limits::Limits;
 use tributary_common::retry::Backoff;
 use tributary_common::wire::{Outcome, ReportItem};
@@ -122,9 +123,14 @@ impl Applier {
 
     /// Applies `items` in one transaction, running it again on a deadlock.
     pub async fn apply(&self, items: &[ReportItem]) -> Result<Applied, StoreError> {
+        self.run_work(Work::Reports(items)).await
+    }
+
+    /// Runs `work` in one transaction, again on a deadlock.
+    async fn run_work(&self, work: Work<'_>) -> Result<Applied, StoreError> {
         let mut tries = 0;
         loop {
-            match self.try_apply(items).await {
+            match self.try_apply(work).await {
                 Err(e) if e.is_retryable() && tries < 5 => {
                     tries += 1;
                     tracing::debug!("batch hit {e}; running it again");
@@ -144,27 +150,23 @@ impl Applier {
     /// One transaction: lock, plan, write. The steps are the plan's
     /// (`plan.rs`); this function only reads what it needs and writes what
     /// it says.
-    async fn try_apply(&self, items: &[ReportItem]) -> Result<Applied, StoreError> {
-        let limits = &self.config.limits;
+    async fn try_apply(&self, work: Work<'_>) -> Result<Applied, StoreError> {
         let mut tx = store::begin(&self.pool).await?;
         // Lock the jobs named by the tokens and their parents.
-        let rows = store::lock_jobs_and_parents(&mut tx, &plan::job_ids(items)).await?;
+        let ids = match work {
+            Work::Reports(items) => plan::job_ids(items),
+            Work::PoisonedSpawn(token, _) => vec![token.job_id],
+        };
+        let rows = store::lock_jobs_and_parents(&mut tx, &ids).await?;
         let mut plan = Plan::new(rows, self.config.backoff);
-        // Refusals, then the spawn batches that may create children.
-        let mut refused = plan.refusals(items, limits);
-        let spawns = self
-            .accepted_spawns(&mut tx, items, &plan, &mut refused)
-            .await?;
-        // Record the batches; only new ones insert their children.
-        let batches = plan::spawn_batches(items, &spawns);
-        let new_batches = store::insert_spawn_batches(&mut tx, &batches).await?;
-        let children = plan.new_children(items, &spawns, &new_batches);
-        store::insert_children(&mut tx, children).await?;
-        // Every item, in order, then the fan-ins it touched.
-        plan.apply_items(items, &refused, &new_batches);
+        match work {
+            Work::Reports(items) => self.plan_reports(&mut tx, items, &mut plan).await?,
+            Work::PoisonedSpawn(token, error) => plan.fail_spawner(token, error),
+        }
+        // Then the fan-ins it touched. A parent that ended by its fan-in
+        // rule may have a parent of its own that is not locked yet: lock it
+        // and settle again.
         plan.settle_fan_ins();
-        // A parent that ended by its fan-in rule may have a parent of its own
-        // that is not locked yet: lock it and settle again.
         loop {
             let missing = plan.missing_parents();
             if missing.is_empty() {
@@ -177,6 +179,25 @@ impl Applier {
         write(&mut tx, plan.into_writes(), &applied).await?;
         store::commit(tx).await?;
         Ok(applied)
+    }
+
+    /// Refusals, spawn batches and their children, then every item in
+    /// order.
+    async fn plan_reports(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        items: &[ReportItem],
+        plan: &mut Plan,
+    ) -> Result<(), StoreError> {
+        let mut refused = plan.refusals(items, &self.config.limits);
+        let spawns = self.accepted_spawns(tx, items, plan, &mut refused).await?;
+        // Record the batches; only new ones insert their children.
+        let batches = plan::spawn_batches(items, &spawns);
+        let new_batches = store::insert_spawn_batches(tx, &batches).await?;
+        let children = plan.new_children(items, &spawns, &new_batches);
+        store::insert_children(tx, children).await?;
+        plan.apply_items(items, &refused, &new_batches);
+        Ok(())
     }
 
     /// The indices of the `Spawned` items that may create children
@@ -224,23 +245,31 @@ impl Applier {
                 "dead-lettering a report item the database refuses"
             );
             self.metrics.poisoned();
-            if matches!(
-                item,
-                ReportItem::Spawned { .. } | ReportItem::Finished { .. }
-            ) {
-                let fail = ReportItem::Finished {
-                    token,
-                    outcome: Outcome::Fail {
-                        error: format!(
-                            "the database refused a {} report for this phase; it was dead-lettered (see the coordinator's log)",
-                            item_name(item)
-                        ),
-                        retryable: false,
-                    },
-                };
-                if let Err(e) = self.apply(&[fail]).await {
-                    tracing::error!(job = %token.job_id, "cannot fail the job of a poisoned report: {e}");
+            let error = format!(
+                "the database refused a {} report for this phase; it was dead-lettered (see the coordinator's log)",
+                item_name(item)
+            );
+            let failed = match item {
+                ReportItem::Finished { .. } => {
+                    let fail = ReportItem::Finished {
+                        token,
+                        outcome: Outcome::Fail {
+                            error,
+                            retryable: false,
+                        },
+                    };
+                    self.apply(&[fail]).await
                 }
+                // Not through a Finished: a batch applied after its job's
+                // Wait has no current token, and its job would wait forever
+                // for children that were never created.
+                ReportItem::Spawned { .. } => {
+                    self.run_work(Work::PoisonedSpawn(&token, &error)).await
+                }
+                _ => continue,
+            };
+            if let Err(e) = failed {
+                tracing::error!(job = %token.job_id, "cannot fail the job of a poisoned report: {e}");
             }
         }
         let mut tx = store::begin(&self.pool).await?;
@@ -248,6 +277,16 @@ impl Applier {
         store::commit(tx).await?;
         Ok(poisoned)
     }
+}
+
+/// What one transaction of the applier does.
+#[derive(Clone, Copy)]
+enum Work<'a> {
+    /// Apply report items, in order.
+    Reports(&'a [ReportItem]),
+    /// Fail the job whose genuine spawn batch the database refused, with
+    /// the error.
+    PoisonedSpawn(&'a DispatchToken, &'a str),
 }
 
 /// An item's variant name, for log lines (never its contents).

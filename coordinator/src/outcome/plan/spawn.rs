@@ -143,6 +143,20 @@ impl Plan {
         })
     }
 
+    /// Fails the job of a genuine spawn batch the database refused: its
+    /// children were never created, so a fan-in counting them could never
+    /// fire. A job that has ended or moved to another phase is left alone.
+    /// This takes no current token: the batch may have been applied after
+    /// its job's `Wait`, when the job is `waiting`.
+    pub(in crate::outcome) fn fail_spawner(&mut self, token: &DispatchToken, error: &str) {
+        let Some(job) = self.jobs.get(&token.job_id) else {
+            return;
+        };
+        if job.row.phase_seq == token.seq as i32 {
+            self.fail_job(token.job_id, error.to_owned());
+        }
+    }
+
     /// The trees the `accepted` spawns grow, sorted: their sizes decide
     /// the tree-wide cap.
     pub(in crate::outcome) fn spawn_roots(

@@ -255,14 +255,26 @@ impl Db {
             .collect()
     }
 
-    /// Runs `items` through a plan the way `Applier::try_apply` does.
-    pub fn run(&self, items: &[ReportItem]) -> Run {
-        let ids = job_ids(items);
-        let mut locked: Vec<Uuid> = ids.clone();
-        locked.extend(self.lock(&ids).iter().filter_map(|r| r.parent_id));
+    /// The plan of a batch naming `ids`: the rows and their parents.
+    fn plan(&self, ids: &[Uuid]) -> Plan {
+        let mut locked: Vec<Uuid> = ids.to_vec();
+        locked.extend(self.lock(ids).iter().filter_map(|r| r.parent_id));
         locked.sort_unstable();
         locked.dedup();
-        let mut plan = Plan::new(self.lock(&locked), Backoff::default());
+        Plan::new(self.lock(&locked), Backoff::default())
+    }
+
+    /// Fails the job of a poisoned spawn batch, as `Applier::apply_isolating`
+    /// does.
+    pub fn run_poisoned_spawn(&self, token: &DispatchToken, error: &str) -> Run {
+        let mut plan = self.plan(&[token.job_id]);
+        plan.fail_spawner(token, error);
+        self.settle(plan, NewChildren::default(), HashSet::new())
+    }
+
+    /// Runs `items` through a plan the way `Applier::try_apply` does.
+    pub fn run(&self, items: &[ReportItem]) -> Run {
+        let mut plan = self.plan(&job_ids(items));
         let mut refused = plan.refusals(items, &self.limits);
         let earlier: HashSet<_> = plan.earlier_spawn_tokens(items).into_iter().collect();
         let nonces = self
@@ -285,6 +297,16 @@ impl Db {
             .collect();
         let children = plan.new_children(items, &spawns, &new_batches);
         plan.apply_items(items, &refused, &new_batches);
+        self.settle(plan, children, new_batches)
+    }
+
+    /// Settles fan-ins, locking late parents, and gathers the writes.
+    fn settle(
+        &self,
+        mut plan: Plan,
+        children: NewChildren,
+        new_batches: HashSet<(Uuid, i32, i32)>,
+    ) -> Run {
         plan.settle_fan_ins();
         loop {
             let missing = plan.missing_parents();

@@ -164,3 +164,58 @@ fn a_spawn_past_the_tree_cap_is_refused() {
             .contains("TRIBUTARY_MAX_JOBS_PER_TREE")
     );
 }
+
+#[test]
+fn a_poisoned_spawn_fails_its_job_even_after_the_wait() {
+    // Sealed at 4 with batch 0 (2 children, both done) counted; batch 1,
+    // inside the seal, arrived after the Wait and the database refused it:
+    // its 2 children will never exist.
+    let parent = row().waiting(1, 1, 0, 0);
+    let job = row().child_of(&parent, 1).waiting(4, 2, 2, 0);
+    let t = token(&job);
+    let db = Db::with(&[&parent, &job]);
+    // A Finished under the spawn's token (how poison used to fail a job)
+    // is not current for a waiting job: fenced, and the job waits forever.
+    let run = db.run(&[fail(t, false)]);
+    assert_eq!((run.applied.applied, run.applied.fenced), (0, 1));
+    assert!(run.jobs.is_empty());
+    // Failing the spawner ends it, and its parent counts it.
+    let run = db.run_poisoned_spawn(&t, "refused");
+    let w = run.job(job.id);
+    assert_eq!(
+        (w.status.as_str(), w.error.as_deref()),
+        ("failed", Some("refused"))
+    );
+    assert!(!w.dispatch_pending);
+    assert_eq!(run.job(parent.id).counts, [1, 0, 1, 0]);
+    assert_eq!(run.applied.fan_ins, 1, "the parent's fan-in fires");
+
+    // A running spawner fails with its phase; an ended or moved-on one is
+    // left alone.
+    let running = row();
+    let run = Db::with(&[&running]).run_poisoned_spawn(&token(&running), "refused");
+    let w = run.job(running.id);
+    assert_eq!(
+        (w.status.as_str(), w.phase_status.as_str()),
+        ("failed", "failed")
+    );
+    assert_eq!(run.phases.len(), 1);
+    let done = row().status("completed", "completed");
+    assert!(
+        Db::with(&[&done])
+            .run_poisoned_spawn(&token(&done), "x")
+            .jobs
+            .is_empty()
+    );
+    let moved = row().at(2, 1);
+    let old = DispatchToken {
+        seq: 1,
+        ..token(&moved)
+    };
+    assert!(
+        Db::with(&[&moved])
+            .run_poisoned_spawn(&old, "x")
+            .jobs
+            .is_empty()
+    );
+}
