@@ -8,6 +8,7 @@
 //!   ├─ refusals            items a rule refuses (spawn.rs for Spawned)
 //!   ├─ spawns_to_accept    genuine, allowed spawn batches → new_children
 //!   ├─ apply_items         every item in order: tokens fence, state moves
+//!   │  (or fail_spawner    the job of a spawn batch the database refused)
 //!   ├─ settle_fan_ins      fan-in rule on changed parents (fan_in.rs)
 //!   ├─ missing_parents /   parents that ended by their fan-in have parents
 //!   │  add_late_parents    of their own: lock them, count, settle again

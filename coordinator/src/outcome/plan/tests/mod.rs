@@ -279,3 +279,55 @@ fn a_late_spawn_of_the_failed_attempt_is_taken_while_its_retry_waits() {
     assert_eq!(run.children.id.len(), 2);
     assert_eq!(seen(&run.applied), counts(1, 0, 0));
 }
+
+#[test]
+fn leases_are_clamped_and_failure_actions_round_trip() {
+    use super::fan_in::parse_action;
+    use super::job::lease;
+    use super::spawn::action_name;
+    use tributary_common::fanin::FailureAction;
+
+    for (asked, kept) in [
+        (0, 1000),
+        (999, 1000),
+        (30_000, 30_000),
+        (u64::MAX, 86_400_000),
+    ] {
+        assert_eq!(lease(asked), kept, "{asked}");
+    }
+    for action in [
+        FailureAction::Continue,
+        FailureAction::StopAll,
+        FailureAction::MarkWarning,
+    ] {
+        assert_eq!(parse_action(action_name(action)), action);
+    }
+    assert_eq!(parse_action("unknown"), FailureAction::Continue);
+
+    // A Started names the phase and takes the lease; a Heartbeat renews it.
+    let job = row().status("pending", "not_started");
+    let t = token(&job);
+    let started = ReportItem::Started {
+        token: t,
+        phase: "resolved".into(),
+        lease_ms: 5,
+    };
+    let beat = ReportItem::Heartbeat {
+        token: t,
+        lease_ms: 90_000,
+    };
+    let run = Db::with(&[&job]).run(&[started.clone(), beat]);
+    let w = run.job(job.id);
+    assert_eq!(
+        (w.status.as_str(), w.phase.as_str()),
+        ("running", "resolved")
+    );
+    assert_eq!(
+        (w.phase_status.as_str(), w.lease_ms),
+        ("running", Some(90_000))
+    );
+    // A second Started for a phase already running is fenced.
+    let run = Db::with(&[&job]).run(&[started.clone(), started]);
+    assert_eq!(seen(&run.applied), counts(1, 1, 0));
+    assert_eq!(run.job(job.id).lease_ms, Some(1000));
+}
