@@ -1,0 +1,157 @@
+//! The consume loop: gather deliveries into a batch (a short linger,
+//! bounded by deliveries and items), apply it, then ack. Acks follow the
+//! commit, so a crash in between redelivers the batch and the tokens fence
+//! the replay. While the database is down the deliveries stay unacked (a
+//! requeue would burn the queue's delivery limit); a message holding a
+//! poisoned item is dead-lettered and the rest are acked.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
+use lapin::types::FieldTable;
+use tokio_util::sync::CancellationToken;
+use tributary_common::broker;
+use tributary_common::topology::Topology;
+use tributary_common::wire::{self, Report, ReportItem};
+
+use super::Applier;
+
+impl Applier {
+    /// Consumes the reports queue until `cancel` fires, applying batches.
+    /// Reconnects (with backoff) when the broker goes away.
+    pub async fn run(self, amqp_url: String, topology: Topology, cancel: CancellationToken) {
+        while !cancel.is_cancelled() {
+            match self.consume(&amqp_url, &topology, &cancel).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!("outcome applier lost RabbitMQ: {e}; reconnecting");
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes one delivery into `items`; an unreadable one is dead-lettered.
+    async fn take(
+        &self,
+        delivery: lapin::message::Delivery,
+        items: &mut Vec<ReportItem>,
+        owners: &mut Vec<usize>,
+        good: &mut Vec<lapin::message::Delivery>,
+    ) -> Result<(), broker::BrokerError> {
+        match wire::decode::<Report>(&delivery.data) {
+            Ok(report) => {
+                owners.extend(std::iter::repeat_n(good.len(), report.items.len()));
+                items.extend(report.items);
+                good.push(delivery);
+            }
+            Err(e) => {
+                tracing::error!(
+                    "dead-lettering a report that cannot be read ({} bytes): {e}",
+                    delivery.data.len()
+                );
+                self.metrics.dead_lettered();
+                broker::settle(delivery.reject(BasicRejectOptions { requeue: false })).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn consume(
+        &self,
+        amqp_url: &str,
+        topology: &Topology,
+        cancel: &CancellationToken,
+    ) -> Result<(), broker::BrokerError> {
+        let conn = broker::connect(amqp_url, "tributary-coordinator-applier", cancel).await?;
+        let channel = conn.create_channel().await?;
+        broker::declare_base(&channel, topology).await?;
+        let prefetch = u16::try_from(self.config.max_batch * 2).unwrap_or(u16::MAX);
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        let mut consumer = channel
+            .basic_consume(
+                topology.reports_queue().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(queue = %topology.reports_queue(), "applying outcomes");
+        loop {
+            let first = tokio::select! {
+                _ = cancel.cancelled() => break,
+                d = consumer.next() => d,
+            };
+            let Some(first) = first else {
+                return Err(broker::BrokerError::Cancelled);
+            };
+            let mut items = Vec::new();
+            let mut owners = Vec::new();
+            let mut good = Vec::new();
+            self.take(first?, &mut items, &mut owners, &mut good)
+                .await?;
+            let deadline = tokio::time::sleep(self.config.linger);
+            tokio::pin!(deadline);
+            // A batch ends at max_batch deliveries or max_items items: small
+            // enough that a fan-in is never held behind a long transaction.
+            while good.len() < self.config.max_batch && items.len() < self.config.max_items {
+                tokio::select! {
+                    _ = &mut deadline => break,
+                    d = consumer.next() => match d {
+                        Some(d) => self.take(d?, &mut items, &mut owners, &mut good).await?,
+                        None => break,
+                    },
+                }
+            }
+            if items.is_empty() {
+                continue;
+            }
+            // Keep the deliveries (unacked) and retry until the database
+            // answers: requeueing would burn the queue's delivery limit.
+            // Data the database refuses is isolated, not retried.
+            let mut delay = Duration::from_millis(100);
+            let poisoned = loop {
+                match self.apply_isolating(&items).await {
+                    Ok(poisoned) => break poisoned,
+                    Err(e) => {
+                        tracing::warn!(
+                            "cannot apply a batch of {} report items: {e}; retrying in {delay:?}",
+                            items.len()
+                        );
+                        tokio::select! {
+                            _ = cancel.cancelled() => return Ok(()),
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            };
+            let bad: HashSet<usize> = poisoned.iter().map(|&i| owners[i]).collect();
+            if bad.is_empty() {
+                if let Some(last) = good.last() {
+                    broker::settle(last.acker.ack(BasicAckOptions { multiple: true })).await?;
+                }
+            } else {
+                // The message holding a poisoned item goes to the dead-letter
+                // queue for an operator to inspect (its healthy items are
+                // applied; replaying it later is fenced).
+                for (i, delivery) in good.iter().enumerate() {
+                    if bad.contains(&i) {
+                        broker::settle(delivery.reject(BasicRejectOptions { requeue: false }))
+                            .await?;
+                    } else {
+                        broker::settle(delivery.ack(BasicAckOptions::default())).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

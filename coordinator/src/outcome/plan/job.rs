@@ -1,0 +1,170 @@
+//! One locked job and what the batch does to it, and the column-wise
+//! writes a finished plan turns into.
+
+use tributary_common::job::{ChildCounts, DispatchToken};
+use tributary_common::status::{JobStatus, PhaseStatus};
+use uuid::Uuid;
+
+use super::Plan;
+use crate::store::{JobWrites, LockedJob, PhaseRows, TreeDelta};
+
+/// A lease as asked for, within one second and one day (a wild value must
+/// not poison the batch with an out-of-range timestamp).
+pub(super) fn lease(ms: u64) -> i64 {
+    ms.clamp(1000, 86_400_000) as i64
+}
+
+/// One locked job and what the batch does to it.
+pub(super) struct JobPlan {
+    pub(super) row: LockedJob,
+    pub(super) status: JobStatus,
+    pub(super) phase_status: PhaseStatus,
+    pub(super) dirty: bool,
+    pub(super) started: bool,
+    pub(super) finished: bool,
+    pub(super) state: Option<Option<Vec<u8>>>,
+    pub(super) output: Option<Option<Vec<u8>>>,
+    pub(super) error: Option<String>,
+    pub(super) warning: Option<String>,
+    pub(super) delay_ms: Option<i64>,
+    pub(super) progress: Option<(i64, i64, String)>,
+    pub(super) lease_ms: Option<i64>,
+}
+
+impl JobPlan {
+    pub(super) fn new(row: LockedJob) -> Self {
+        // Stored statuses are written only by this module; an unknown one
+        // means a newer coordinator wrote it, and the job is left alone.
+        let status = JobStatus::parse(&row.status).unwrap_or(JobStatus::Cancelled);
+        let phase_status = PhaseStatus::parse(&row.phase_status).unwrap_or(PhaseStatus::Skipped);
+        Self {
+            row,
+            status,
+            phase_status,
+            dirty: false,
+            started: false,
+            finished: false,
+            state: None,
+            output: None,
+            error: None,
+            warning: None,
+            delay_ms: None,
+            progress: None,
+            lease_ms: None,
+        }
+    }
+
+    /// Whether `token` names the execution this job is waiting on.
+    pub(super) fn is_current(&self, token: &DispatchToken) -> bool {
+        self.row.phase_seq == token.seq as i32
+            && self.row.attempt == token.attempt as i32
+            && self.holds_nonce(token)
+            && matches!(self.status, JobStatus::Pending | JobStatus::Running)
+            && matches!(
+                self.phase_status,
+                PhaseStatus::NotStarted | PhaseStatus::Running
+            )
+    }
+
+    /// Whether `token` carries the nonce of this execution's publish. Until
+    /// the relay publishes it (`dispatch_pending`), the row still holds the
+    /// nonce of an earlier publish (or 0 for a new job): a token carrying
+    /// it was never given to anyone for this execution.
+    pub(super) fn holds_nonce(&self, token: &DispatchToken) -> bool {
+        self.row.nonce == token.nonce as i64 && !self.row.dispatch_pending
+    }
+
+    pub(super) fn counts(&self) -> ChildCounts {
+        ChildCounts {
+            total: self.row.children_total as u64,
+            completed: self.row.children_completed as u64,
+            failed: self.row.children_failed as u64,
+            cancelled: self.row.children_cancelled as u64,
+        }
+    }
+
+    pub(super) fn queue_phase(&mut self, phase: String, delay_ms: i64) {
+        self.row.phase_seq += 1;
+        self.row.attempt = 1;
+        self.row.phase = phase;
+        self.phase_status = PhaseStatus::NotStarted;
+        self.state = Some(None);
+        self.progress = Some((0, 0, String::new()));
+        self.row.dispatch_pending = true;
+        self.delay_ms = Some(delay_ms);
+        self.dirty = true;
+    }
+
+    pub(super) fn open_fanout(&mut self, seq: i32) {
+        if self.row.fanout_seq != Some(seq) {
+            self.row.fanout_seq = Some(seq);
+            self.row.children_expected = None;
+            self.row.children_total = 0;
+            self.row.children_completed = 0;
+            self.row.children_failed = 0;
+            self.row.children_cancelled = 0;
+            self.dirty = true;
+        }
+    }
+}
+
+/// What a batch writes.
+pub(in crate::outcome) struct Writes {
+    pub(in crate::outcome) jobs: JobWrites,
+    pub(in crate::outcome) phases: PhaseRows,
+    pub(in crate::outcome) logs: Vec<(Uuid, String, String)>,
+    pub(in crate::outcome) tree: Vec<(Uuid, TreeDelta)>,
+}
+
+impl Plan {
+    /// The changed jobs, one vector per column, with the phase history,
+    /// log lines and non-zero tree deltas.
+    pub(in crate::outcome) fn into_writes(self) -> Writes {
+        let mut w = JobWrites::default();
+        for job in self.jobs.into_values().filter(|j| j.dirty) {
+            w.id.push(job.row.id);
+            w.status.push(job.status.as_str().to_owned());
+            w.phase.push(job.row.phase);
+            w.phase_seq.push(job.row.phase_seq);
+            w.attempt.push(job.row.attempt);
+            w.phase_status.push(job.phase_status.as_str().to_owned());
+            w.started.push(job.started);
+            w.set_state.push(job.state.is_some());
+            w.state.push(job.state.flatten());
+            w.set_output.push(job.output.is_some());
+            w.output.push(job.output.flatten());
+            w.error.push(job.error);
+            w.warning.push(job.warning);
+            w.dispatch_pending.push(job.row.dispatch_pending);
+            w.delay_ms.push(job.delay_ms);
+            w.fanout_seq.push(job.row.fanout_seq);
+            w.resume_phase.push(job.row.resume_phase);
+            w.children_expected.push(job.row.children_expected);
+            w.children_total.push(job.row.children_total);
+            w.children_completed.push(job.row.children_completed);
+            w.children_failed.push(job.row.children_failed);
+            w.children_cancelled.push(job.row.children_cancelled);
+            w.set_progress.push(job.progress.is_some());
+            let (d, t, m) = job
+                .progress
+                .map(|(d, t, m)| (Some(d), Some(t), Some(m)))
+                .unwrap_or_default();
+            w.progress_done.push(d);
+            w.progress_total.push(t);
+            w.progress_message.push(m);
+            w.finished.push(job.finished);
+            w.lease_ms.push(job.lease_ms);
+        }
+        let deltas = self
+            .tree
+            .into_iter()
+            .filter(|(_, d)| d.iter().any(|v| *v != 0))
+            .collect();
+        Writes {
+            jobs: w,
+            phases: self.phases,
+            logs: self.logs,
+            tree: deltas,
+        }
+    }
+}
