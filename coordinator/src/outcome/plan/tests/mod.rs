@@ -116,12 +116,8 @@ fn stale_forged_and_late_tokens_are_fenced_for_every_kind() {
         ("stale attempt", &running, stale_attempt, |_| {
             counts(0, 1, 0)
         }),
-        // A forged Spawned is fenced but not counted as forged: the nonce
-        // check for spawns is acceptance, which fences without counting.
-        ("wrong nonce", &running, wrong_nonce, |kind| match kind {
-            "Spawned" => counts(0, 1, 0),
-            _ => counts(0, 1, 1),
-        }),
+        // Every kind, Spawned included, is counted as forged.
+        ("wrong nonce", &running, wrong_nonce, |_| counts(0, 1, 1)),
         // The log of an ended job still takes lines from its last worker.
         (
             "terminal job",
@@ -254,8 +250,7 @@ fn an_execution_not_yet_published_takes_no_reports() {
         job.dispatch_pending = true;
         for (kind, item) in each_kind(token(&job)) {
             let run = Db::with(&[&job]).run(&[item]);
-            let forged = u64::from(kind != "Spawned");
-            assert_eq!(seen(&run.applied), counts(0, 1, forged), "{case}: {kind}");
+            assert_eq!(seen(&run.applied), counts(0, 1, 1), "{case}: {kind}");
             assert!(run.jobs.is_empty(), "{case}: {kind} wrote {:?}", run.jobs);
             assert!(run.children.id.is_empty(), "{case}: {kind} spawned");
             assert!(run.logs.is_empty(), "{case}: {kind} logged");
