@@ -48,7 +48,7 @@ impl Api {
         let response = request.send().await.with_context(|| {
             format!(
                 "cannot reach the coordinator at {}: is it running?",
-                self.base
+                tributary_common::config::mask_url(&self.base)
             )
         })?;
         let status = response.status();

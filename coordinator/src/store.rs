@@ -146,8 +146,14 @@ pub async fn connect(
             }
             Err(e) => {
                 tries += 1;
+                // Only a refused or lost connection suggests a server that
+                // is down; a TLS or login failure says what it is itself.
+                let hint = match &e {
+                    StoreError::Db(sqlx::Error::Io(_)) => ": is it running?",
+                    _ => "",
+                };
                 tracing::warn!(
-                    "cannot reach Postgres at {}: {e}: is it running? (start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`); retry {tries} in {delay:?}",
+                    "cannot reach Postgres at {}: {e}{hint}; retry {tries} in {delay:?}",
                     mask_url(url)
                 );
             }
