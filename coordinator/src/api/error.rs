@@ -188,7 +188,11 @@ pub(crate) async fn json_errors(
                 .get(header::ALLOW)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
-            format!("method {method} not allowed on {path}; allowed: {allowed}")
+            if allowed.is_empty() {
+                format!("method {method} not allowed on {path}")
+            } else {
+                format!("method {method} not allowed on {path}; allowed: {allowed}")
+            }
         }
         StatusCode::PAYLOAD_TOO_LARGE => {
             format!("request body over the {body_limit}-byte limit ({text})")
