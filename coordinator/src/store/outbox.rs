@@ -1,0 +1,148 @@
+//! The dispatch queue: the jobs table is the outbox. A submitted root is
+//! inserted pending and due; the relay claims due rows (`FOR UPDATE SKIP
+//! LOCKED`) and marks them published with their nonce in the same
+//! transaction; the lease reaper finds running phases whose lease ran out.
+
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::{Result, begin, commit, trip};
+
+/// A new root job.
+pub struct NewRoot<'a> {
+    /// Its id (also its root id).
+    pub id: Uuid,
+    /// Its kind.
+    pub kind: &'a str,
+    /// Its input, MessagePack.
+    pub input: &'a [u8],
+    /// Its entry phase.
+    pub phase: &'a str,
+    /// Executions per phase.
+    pub max_attempts: i32,
+    /// Tolerated child failures.
+    pub max_child_failures: Option<i32>,
+    /// `continue`, `stop_all` or `mark_warning`.
+    pub failure_action: &'a str,
+}
+
+/// Inserts a root job, pending and queued for dispatch, and its tree summary.
+pub async fn insert_root(pool: &PgPool, job: &NewRoot<'_>) -> Result<()> {
+    let mut tx = begin(pool).await?;
+    trip();
+    sqlx::query(
+        "insert into jobs (id, root_id, kind, input, phase, max_attempts, max_child_failures, failure_action)
+         values ($1, $1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(job.id)
+    .bind(job.kind)
+    .bind(job.input)
+    .bind(job.phase)
+    .bind(job.max_attempts)
+    .bind(job.max_child_failures)
+    .bind(job.failure_action)
+    .execute(&mut *tx)
+    .await?;
+    trip();
+    sqlx::query("insert into tree_summary (root_id, pending) values ($1, 1)")
+        .bind(job.id)
+        .execute(&mut *tx)
+        .await?;
+    commit(tx).await
+}
+
+/// A job the relay must publish.
+#[derive(Debug, sqlx::FromRow)]
+pub struct DueJob {
+    /// The job.
+    pub id: Uuid,
+    /// Its tree.
+    pub root_id: Uuid,
+    /// Its parent.
+    pub parent_id: Option<Uuid>,
+    /// Its kind (the routing key).
+    pub kind: String,
+    /// The phase to run.
+    pub phase: String,
+    /// Token: phase number.
+    pub phase_seq: i32,
+    /// Token: attempt.
+    pub attempt: i32,
+    /// Input, MessagePack.
+    pub input: Vec<u8>,
+    /// Checkpoint, MessagePack.
+    pub state: Option<Vec<u8>>,
+    /// Fan-out phase, for a phase after a fan-in.
+    pub fanout_seq: Option<i32>,
+    /// Children counted in.
+    pub children_total: i64,
+    /// Children completed.
+    pub children_completed: i64,
+    /// Children failed.
+    pub children_failed: i64,
+    /// Children cancelled.
+    pub children_cancelled: i64,
+}
+
+/// Claims up to `limit` due jobs for publishing. The row locks (skipping rows
+/// another replica holds) last until `tx` ends, so no two relays publish the
+/// same row at once.
+pub async fn claim_due(tx: &mut Transaction<'_, Postgres>, limit: i64) -> Result<Vec<DueJob>> {
+    trip();
+    let rows = sqlx::query_as::<_, DueJob>(
+        "select id, root_id, parent_id, kind, phase, phase_seq, attempt, input, state, fanout_seq,
+                children_total, children_completed, children_failed, children_cancelled
+         from jobs
+         where dispatch_pending and available_at <= now()
+         order by available_at
+         limit $1
+         for update skip locked",
+    )
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows)
+}
+
+/// Clears the outbox flag of published jobs and records the nonce each
+/// was published with (`ids[i]` with `nonces[i]`).
+pub async fn mark_dispatched(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[Uuid],
+    nonces: &[i64],
+) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    trip();
+    sqlx::query(
+        "update jobs j set
+            dispatch_pending = false,
+            dispatched_at = clock_timestamp(),
+            nonce = d.nonce
+         from unnest(
+            $1::uuid[],
+            $2::int8[]
+         ) as d(id, nonce)
+         where j.id = d.id",
+    )
+    .bind(ids)
+    .bind(nonces)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Running phases whose lease ran out: (job, phase number, attempt, nonce).
+pub async fn expired_leases(pool: &PgPool, limit: i64) -> Result<Vec<(Uuid, i32, i32, i64)>> {
+    trip();
+    let rows = sqlx::query_as::<_, (Uuid, i32, i32, i64)>(
+        "select id, phase_seq, attempt, nonce from jobs
+         where phase_status = 'running' and lease_until < now()
+         order by lease_until limit $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
