@@ -15,7 +15,8 @@
 //! - [`api`]: the HTTP API.
 //! - [`auth`]: bearer tokens, checked in a middleware layer.
 //! - [`server`]: the HTTP server loop (connection cap, timeouts, drain).
-//! - [`store`]: all SQL.
+//! - [`store`]: all SQL, split by who owns the transaction (connect and
+//!   migrate, the applier's batch, the outbox, read-only views).
 //! - [`dispatch`]: the relay that publishes committed dispatches.
 //! - [`outcome`]: the batched outcome applier and fan-in.
 //! - [`lease`]: retries started phases whose lease (heartbeats) ran out.

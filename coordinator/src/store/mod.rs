@@ -22,7 +22,6 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 use tributary_common::config::mask_url;
-use uuid::Uuid;
 
 mod batch;
 mod outbox;

@@ -193,7 +193,7 @@ pub async fn job_exists(pool: &PgPool, id: Uuid) -> Result<bool> {
     Ok(found)
 }
 
-/// Counts by status for a tree, in [`STATUS_COLUMNS`] order.
+/// Counts by status for a tree, in [`STATUS_COLUMNS`](super::STATUS_COLUMNS) order.
 pub async fn tree(pool: &PgPool, root: Uuid) -> Result<Option<TreeDelta>> {
     trip();
     let row = sqlx::query(
