@@ -31,14 +31,22 @@ use uuid::Uuid;
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
-/// Every kind the worker binary serves (their queues are deleted at the end).
-pub const KINDS: [&str; 5] = [
-    "bench.fanout",
-    "bench.leaf",
-    "demo.du",
-    "demo.wordcount",
-    "demo.wordcount.chunk",
-];
+/// Every kind the worker binary serves, as its registry lists them
+/// (`tributary-worker --list-kinds`): their queues are counted and deleted.
+pub fn kinds() -> &'static [String] {
+    static KINDS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    KINDS.get_or_init(|| {
+        let out = std::process::Command::new(bin("tributary-worker"))
+            .arg("--list-kinds")
+            .output()
+            .expect("run tributary-worker --list-kinds");
+        assert!(out.status.success(), "tributary-worker --list-kinds failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    })
+}
 
 /// Where the binaries are: the target directory of this test binary.
 pub fn bin(name: &str) -> PathBuf {
@@ -583,7 +591,7 @@ impl TestCluster {
         let ch = conn.create_channel().await.expect("channel");
         let topology = Topology::new(&self.namespace).expect("namespace");
         let mut depth = 0;
-        for kind in KINDS {
+        for kind in kinds() {
             let q = ch
                 .queue_declare(
                     topology.task_queue(kind).into(),
@@ -703,7 +711,7 @@ impl TestCluster {
             && let Ok(ch) = conn.create_channel().await
         {
             let topology = Topology::new(&self.namespace).expect("namespace");
-            let mut queues: Vec<String> = KINDS.iter().map(|k| topology.task_queue(k)).collect();
+            let mut queues: Vec<String> = kinds().iter().map(|k| topology.task_queue(k)).collect();
             queues.extend([topology.reports_queue(), topology.dead_letter_queue()]);
             for q in queues {
                 let _ = ch
