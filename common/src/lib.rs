@@ -19,6 +19,7 @@
 //!   topology, publishing with confirms.
 //! - [`config`]: connection settings shared by every binary, with masking.
 //! - [`shutdown`] (feature `broker`): SIGTERM / Ctrl-C into a cancellation token.
+//! - [`token`] (feature `token`): bearer tokens from configuration, never shown.
 //! - [`telemetry`]: the one `init` that sets up logging (and keeps message
 //!   bodies out of it).
 //! - [`tls`] (feature `http`): the HTTP client of the worker and the CLI,
@@ -37,5 +38,7 @@ pub mod status;
 pub mod telemetry;
 #[cfg(feature = "http")]
 pub mod tls;
+#[cfg(feature = "token")]
+pub mod token;
 pub mod topology;
 pub mod wire;

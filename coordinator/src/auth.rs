@@ -15,71 +15,14 @@
 //! [`crate::StartError::Unprotected`]). Tokens are compared in constant
 //! time and never printed: [`Token`]'s `Debug` shows `***`.
 
-use std::fmt;
-use std::str::FromStr;
-
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use subtle::ConstantTimeEq;
 
 use crate::api::ApiError;
 
-/// A secret bearer token from configuration. Never shown: `Debug` and
-/// `Display` print `***`.
-#[derive(Clone)]
-pub struct Token(String);
-
-/// Why a configured token is unusable.
-#[derive(Debug, thiserror::Error)]
-pub enum InvalidToken {
-    /// Nothing configured.
-    #[error("a token must not be empty")]
-    Empty,
-    /// A character a client could not send in an `Authorization` header.
-    #[error("a token may hold only visible ASCII characters (no spaces or control characters)")]
-    Characters,
-}
-
-impl FromStr for Token {
-    type Err = InvalidToken;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.is_empty() {
-            return Err(InvalidToken::Empty);
-        }
-        if !s.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(InvalidToken::Characters);
-        }
-        Ok(Self(s.to_owned()))
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(***)")
-    }
-}
-
-impl fmt::Display for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl Token {
-    /// Whether `presented` is this token, in time independent of where
-    /// they differ (only a difference in length returns early).
-    pub fn matches(&self, presented: &[u8]) -> bool {
-        self.0.as_bytes().ct_eq(presented).into()
-    }
-
-    /// The secret itself, for a client that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
+pub use tributary_common::token::{InvalidToken, Token};
 
 /// The tokens one coordinator accepts.
 #[derive(Debug, Clone, Default)]
@@ -220,33 +163,6 @@ mod tests {
             read: tok("read-secret"),
             metrics: tok("metrics-secret"),
         }
-    }
-
-    #[test]
-    fn tokens_never_print() {
-        let t: Token = "hunter2hunter2".parse().expect("token");
-        assert_eq!(format!("{t:?}"), "Token(***)");
-        assert_eq!(format!("{t}"), "***");
-        assert!(!format!("{:?}", all()).contains("secret"));
-    }
-
-    #[test]
-    fn tokens_must_be_sendable() {
-        assert!("".parse::<Token>().is_err());
-        assert!("a b".parse::<Token>().is_err());
-        assert!("a\nb".parse::<Token>().is_err());
-        assert!("é".parse::<Token>().is_err());
-        assert!("abc-DEF_123.~+/=".parse::<Token>().is_ok());
-    }
-
-    #[test]
-    fn matching_is_exact() {
-        let t: Token = "abcdef".parse().expect("token");
-        assert!(t.matches(b"abcdef"));
-        assert!(!t.matches(b"abcdeg"));
-        assert!(!t.matches(b"abcde"));
-        assert!(!t.matches(b"abcdefg"));
-        assert!(!t.matches(b""));
     }
 
     #[test]

@@ -70,6 +70,23 @@ pub enum StartError {
         /// The address.
         addr: String,
     },
+    /// A configured token cannot be used (its value is never shown).
+    #[error("{var} is unusable (its value is not shown): {reason}")]
+    BadToken {
+        /// The variable.
+        var: &'static str,
+        /// Why.
+        reason: auth::InvalidToken,
+    },
+    /// Two roles share one token, so the narrower one would grant as much
+    /// as the wider.
+    #[error(
+        "{narrow} equals TRIBUTARY_API_TOKEN, so it would grant everything: give it its own value (e.g. `openssl rand -hex 32`)"
+    )]
+    SharedToken {
+        /// The narrower token's variable.
+        narrow: &'static str,
+    },
     /// A read token without an API token would lock every write out.
     #[error(
         "TRIBUTARY_READ_TOKEN is set but TRIBUTARY_API_TOKEN is not: set TRIBUTARY_API_TOKEN too (it is the one that may submit)"
@@ -81,6 +98,25 @@ pub enum StartError {
 /// that resolves to anything but loopback needs the API token.
 async fn check_exposure(settings: &Settings) -> Result<(), StartError> {
     let tokens = settings.tokens();
+    for (var, token) in [
+        ("TRIBUTARY_API_TOKEN", &tokens.api),
+        ("TRIBUTARY_READ_TOKEN", &tokens.read),
+        ("TRIBUTARY_METRICS_TOKEN", &tokens.metrics),
+    ] {
+        if let Some(token) = token {
+            token
+                .check()
+                .map_err(|reason| StartError::BadToken { var, reason })?;
+        }
+    }
+    for (narrow, token) in [
+        ("TRIBUTARY_READ_TOKEN", &tokens.read),
+        ("TRIBUTARY_METRICS_TOKEN", &tokens.metrics),
+    ] {
+        if token.is_some() && *token == tokens.api {
+            return Err(StartError::SharedToken { narrow });
+        }
+    }
     if tokens.read.is_some() && tokens.api.is_none() {
         return Err(StartError::ReadTokenAlone);
     }

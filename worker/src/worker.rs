@@ -104,6 +104,13 @@ impl Worker {
             return Err(WorkerError::NoKinds);
         }
         let topology = Topology::new(&settings.namespace)?;
+        if let Some(token) = &settings.api_token {
+            token.check().map_err(|e| {
+                WorkerError::Http(format!(
+                    "the worker's token (TRIBUTARY_READ_TOKEN or TRIBUTARY_API_TOKEN) is unusable (its value is not shown): {e}"
+                ))
+            })?;
+        }
         // Phases read children results with it: it trusts TRIBUTARY_CA_FILE
         // and sends the bearer token, if any.
         let http = tributary_common::tls::http_client_with_token(

@@ -279,6 +279,35 @@ async fn an_open_api_beyond_loopback_refuses_to_start() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn unusable_or_shared_tokens_refuse_to_start_without_showing_them() {
+    // A trailing newline (from `echo` or a secret file) is the usual slip.
+    for (var, value) in [
+        ("TRIBUTARY_API_TOKEN", "0123456789abcdefSECRET\n"),
+        ("TRIBUTARY_METRICS_TOKEN", "SECRETmetrics tok"),
+    ] {
+        let mut env = vec![("TRIBUTARY_LISTEN", "127.0.0.1:0"), (var, value)];
+        if var != "TRIBUTARY_API_TOKEN" {
+            env.push(("TRIBUTARY_API_TOKEN", API));
+        }
+        let (status, stderr) = run_coordinator(&env).await;
+        assert!(!status.success(), "{var}: exited {status}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr:?}");
+        assert!(stderr.contains(var), "names the variable: {stderr}");
+        assert!(!stderr.contains("SECRET"), "never the value: {stderr}");
+    }
+    // A read token equal to the API token would grant everything.
+    let (status, stderr) = run_coordinator(&[
+        ("TRIBUTARY_LISTEN", "127.0.0.1:0"),
+        ("TRIBUTARY_API_TOKEN", API),
+        ("TRIBUTARY_READ_TOKEN", API),
+    ])
+    .await;
+    assert!(!status.success());
+    assert!(stderr.contains("TRIBUTARY_READ_TOKEN equals"), "{stderr}");
+    assert!(!stderr.contains(API), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn help_shows_no_environment_values() {
     for name in ["tributary-coordinator", "tributary-worker", "tributary"] {
         let out = tokio::process::Command::new(bin(name))
