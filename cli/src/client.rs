@@ -45,17 +45,21 @@ impl Api {
     /// Sends a request and reads its JSON answer; a 4xx/5xx becomes an
     /// error carrying the coordinator's reason.
     async fn answer(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
-        let response = request.send().await.with_context(|| {
-            format!(
-                "cannot reach the coordinator at {}: is it running?",
-                tributary_common::config::mask_url(&self.base)
+        // Messages never carry credentials a URL may hold (reqwest's errors
+        // quote the URL: it is left out and the masked one shown instead).
+        let what = tributary_common::config::mask_url(what);
+        let response = request.send().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the coordinator at {}: is it running? ({})",
+                tributary_common::config::mask_url(&self.base),
+                e.without_url()
             )
         })?;
         let status = response.status();
         let body: Value = response
             .json()
             .await
-            .with_context(|| format!("reading the answer to {what}"))?;
+            .map_err(|e| anyhow::anyhow!("reading the answer to {what}: {}", e.without_url()))?;
         if !status.is_success() {
             let hint = match status {
                 reqwest::StatusCode::UNAUTHORIZED => {

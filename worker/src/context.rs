@@ -263,11 +263,14 @@ async fn fetch_with_retry(
 ) -> Result<Vec<u8>, PhaseError> {
     let started = std::time::Instant::now();
     let mut delay = std::time::Duration::from_millis(100);
+    // Errors reach the job's record and the log: never with credentials a
+    // coordinator URL may carry.
+    let shown = tributary_common::config::mask_url(url);
     loop {
         let error = match http.get(url).send().await {
             Ok(r) if r.status().is_success() => match r.bytes().await {
                 Ok(b) => return Ok(b.to_vec()),
-                Err(e) => e.to_string(),
+                Err(e) => format!("{} from {shown}", e.without_url()),
             },
             // A token this worker lacks (or has wrong) is the worker's
             // configuration, not the job's fault: retryable, so another
@@ -279,18 +282,18 @@ async fn fetch_with_retry(
                 ) =>
             {
                 return Err(PhaseError::retryable(format!(
-                    "reading children results: {} from {url}: give the worker the coordinator's TRIBUTARY_READ_TOKEN (or TRIBUTARY_API_TOKEN)",
+                    "reading children results: {} from {shown}: give the worker the coordinator's TRIBUTARY_READ_TOKEN (or TRIBUTARY_API_TOKEN)",
                     r.status()
                 )));
             }
             Ok(r) if r.status().is_client_error() => {
                 return Err(PhaseError::permanent(format!(
-                    "reading children results: {} from {url}",
+                    "reading children results: {} from {shown}",
                     r.status()
                 )));
             }
-            Ok(r) => format!("{} from {url}", r.status()),
-            Err(e) => e.to_string(),
+            Ok(r) => format!("{} from {shown}", r.status()),
+            Err(e) => format!("{} ({shown})", e.without_url()),
         };
         if started.elapsed() > API_PATIENCE || cancel.is_cancelled() {
             return Err(PhaseError::retryable(format!(
