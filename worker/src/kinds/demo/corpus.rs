@@ -14,6 +14,10 @@ pub const MAX_FILES: Cap = Cap::new("demo.wordcount generate.files", 100_000);
 /// file stays under 17 MB).
 pub const MAX_WORDS_PER_FILE: Cap = Cap::new("demo.wordcount generate.words_per_file", 1_000_000);
 /// Generated files one chunk may count.
+/// Distinct words of a generated corpus: bounds the counts a chunk holds
+/// and returns (its output must fit one report).
+pub const MAX_VOCABULARY: Cap = Cap::new("demo.wordcount generate.vocabulary", 100_000);
+/// Most files a chunk of the generated corpus counts.
 pub const MAX_CHUNK_FILES: Cap = Cap::new("demo.wordcount chunk_files", 1_000);
 
 /// A deterministic generated corpus.
@@ -46,6 +50,7 @@ impl Generate {
     pub fn check(&self) -> Result<(), PhaseError> {
         MAX_FILES.check(self.files.into())?;
         MAX_WORDS_PER_FILE.check(self.words_per_file.into())?;
+        MAX_VOCABULARY.check(self.vocabulary.into())?;
         Ok(())
     }
 
