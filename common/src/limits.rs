@@ -56,6 +56,27 @@ pub fn sanitize_text(text: &str, max: usize) -> Cow<'_, str> {
     Cow::Owned(format!("{}… [{cut} bytes cut]", &clean[..end]))
 }
 
+/// `text` fit for one log line: control characters (newlines among them)
+/// escaped, so nothing quoted can forge a line of its own, and cut like
+/// [`sanitize_text`].
+pub fn one_line(text: &str, max: usize) -> String {
+    let escaped: String = if text.chars().any(char::is_control) {
+        text.chars()
+            .flat_map(|c| {
+                let esc: Vec<char> = if c.is_control() {
+                    c.escape_default().collect()
+                } else {
+                    vec![c]
+                };
+                esc
+            })
+            .collect()
+    } else {
+        text.to_owned()
+    };
+    sanitize_text(&escaped, max).into_owned()
+}
+
 /// Caps an operator may tune (environment variables on the coordinator).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -108,6 +129,16 @@ mod tests {
         assert!(!valid_phase("a\0b"));
         assert!(!valid_phase("line\nbreak"));
         assert!(!valid_phase(&"p".repeat(MAX_NAME_BYTES + 1)));
+    }
+
+    #[test]
+    fn one_line_escapes_what_could_forge_a_line() {
+        let forged = "x\n2026-11-23T13:13:00Z ERROR FAKE\r\0";
+        let line = one_line(forged, 1000);
+        assert!(!line.contains('\n') && !line.contains('\r') && !line.contains('\0'));
+        assert!(line.contains("\\n2026"), "{line}");
+        assert_eq!(one_line("plain", 100), "plain");
+        assert!(one_line(&"\n".repeat(1000), 100).len() <= 100);
     }
 
     #[test]

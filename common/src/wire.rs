@@ -61,7 +61,7 @@ impl WireError {
 
 /// `e` as text of at most [`MAX_REASON_BYTES`] bytes.
 fn capped(e: impl std::fmt::Display) -> String {
-    crate::limits::sanitize_text(&e.to_string(), MAX_REASON_BYTES).into_owned()
+    crate::limits::one_line(&e.to_string(), MAX_REASON_BYTES)
 }
 
 /// Coordinator → worker: run one phase of one job.

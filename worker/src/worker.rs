@@ -533,7 +533,7 @@ impl Execution {
         };
         if let Outcome::Fail { error, .. } = &outcome {
             // A handler's error may quote its input: log a bounded prefix.
-            let error = tributary_common::limits::sanitize_text(error, 512);
+            let error = tributary_common::limits::one_line(error, 512);
             tracing::warn!(%token, "phase failed: {error}");
         }
         match self

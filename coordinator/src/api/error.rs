@@ -98,8 +98,10 @@ fn sqlstate_error(code: &str) -> ApiError {
         c if c.starts_with("23") => refused("a value breaks a constraint"),
         c if c.starts_with("54") => refused("a value is too large"),
         // Connection exceptions, resources, operator intervention (shutdown,
-        // recovery), and transaction rollbacks (deadlock, serialization).
-        c if ["08", "53", "57", "40", "58"]
+        // recovery), transaction rollbacks (deadlock, serialization), and a
+        // database that is gone or refuses the login (3D, 28): the service
+        // is unavailable, whatever the request.
+        c if ["08", "53", "57", "40", "58", "3D", "28"]
             .iter()
             .any(|class| c.starts_with(class)) =>
         {
@@ -229,7 +231,7 @@ mod tests {
     #[test]
     fn an_outage_is_503_database_unavailable() {
         for code in [
-            "08006", "08001", "57P01", "57P03", "53300", "40001", "40P01",
+            "08006", "08001", "57P01", "57P03", "53300", "40001", "40P01", "3D000", "28P01",
         ] {
             let e = sqlstate_error(code);
             assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE, "{code}");

@@ -68,19 +68,18 @@ impl StoreError {
     /// Whether the data itself was refused, so running the same statement
     /// again can never succeed: a data exception (class 22, e.g. a NUL byte
     /// in text), an integrity violation (23), a program limit (54), or a
-    /// value that could not be encoded. Connection trouble, resource
-    /// shortages, shutdowns and deadlocks are not: they pass.
+    /// value that could not be encoded. Anything else (connection trouble,
+    /// resources, a shutdown, a dropped database, a bad login, a schema
+    /// that does not match after a botched deploy) is not the report's
+    /// fault: the batch waits and is retried, never dead-lettered.
     pub fn is_poison(&self) -> bool {
         match self {
             Self::Db(sqlx::Error::Database(e)) => e.code().is_some_and(|code| {
-                !matches!(
-                    &code[..2.min(code.len())],
-                    "08" | "40" | "53" | "57" | "58" | "XX"
-                )
+                ["22", "23", "54"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
             }),
-            Self::Db(
-                sqlx::Error::Encode(_) | sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_),
-            ) => true,
+            Self::Db(sqlx::Error::Encode(_)) => true,
             _ => false,
         }
     }
@@ -141,7 +140,12 @@ pub async fn connect(
     let mut delay = Duration::from_millis(200);
     let mut tries = 0u32;
     loop {
-        match try_connect(&options, max_connections).await {
+        // A stop (SIGTERM) is answered at once, even mid-attempt.
+        let attempt = tokio::select! {
+            _ = cancel.cancelled() => return Err(StoreError::Cancelled),
+            attempt = try_connect(&options, max_connections) => attempt,
+        };
+        match attempt {
             Ok(pool) => {
                 if tries > 0 {
                     tracing::info!(url = %mask_url(url), "connected to Postgres after {tries} failed tries");
