@@ -52,14 +52,16 @@ impl Api {
             anyhow::anyhow!(
                 "cannot reach the coordinator at {}: is it running? ({})",
                 tributary_common::config::mask_url(&self.base),
-                e.without_url()
+                tributary_common::config::error_chain(&e.without_url())
             )
         })?;
         let status = response.status();
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|e| anyhow::anyhow!("reading the answer to {what}: {}", e.without_url()))?;
+        let body: Value = response.json().await.map_err(|e| {
+            anyhow::anyhow!(
+                "reading the answer to {what}: {}",
+                tributary_common::config::error_chain(&e.without_url())
+            )
+        })?;
         if !status.is_success() {
             let hint = match status {
                 reqwest::StatusCode::UNAUTHORIZED => {

@@ -92,6 +92,23 @@ fn mask_query_secrets(text: &str) -> String {
     format!("{head}{}{fragment}", pairs.join("&"))
 }
 
+/// `error` and every cause under it, joined with `: `, for one line of a
+/// message. Give it an error that does not quote secrets (for reqwest,
+/// `error.without_url()`, then mask the URL yourself).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -270,7 +270,10 @@ async fn fetch_with_retry(
         let error = match http.get(url).send().await {
             Ok(r) if r.status().is_success() => match r.bytes().await {
                 Ok(b) => return Ok(b.to_vec()),
-                Err(e) => format!("{} from {shown}", e.without_url()),
+                Err(e) => format!(
+                    "{} from {shown}",
+                    tributary_common::config::error_chain(&e.without_url())
+                ),
             },
             // A token this worker lacks (or has wrong) is the worker's
             // configuration, not the job's fault: retryable, so another
@@ -293,7 +296,10 @@ async fn fetch_with_retry(
                 )));
             }
             Ok(r) => format!("{} from {shown}", r.status()),
-            Err(e) => format!("{} ({shown})", e.without_url()),
+            Err(e) => format!(
+                "{} ({shown})",
+                tributary_common::config::error_chain(&e.without_url())
+            ),
         };
         if started.elapsed() > API_PATIENCE || cancel.is_cancelled() {
             return Err(PhaseError::retryable(format!(
