@@ -24,6 +24,58 @@ pub enum JobStatus {
     Cancelled,
 }
 
+/// Jobs counted by status: a tree's summary, or a batch's change to it.
+/// Replaces arrays indexed by hand-copied positions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TreeCounts([i64; 7]);
+
+impl TreeCounts {
+    fn slot(status: JobStatus) -> usize {
+        match status {
+            JobStatus::Pending => 0,
+            JobStatus::Running => 1,
+            JobStatus::Waiting => 2,
+            JobStatus::Paused => 3,
+            JobStatus::Completed => 4,
+            JobStatus::Failed => 5,
+            JobStatus::Cancelled => 6,
+        }
+    }
+
+    /// The count for `status`.
+    pub fn get(&self, status: JobStatus) -> i64 {
+        self.0[Self::slot(status)]
+    }
+
+    /// Adds `by` (which may be negative) to `status`.
+    pub fn add(&mut self, status: JobStatus, by: i64) {
+        self.0[Self::slot(status)] += by;
+    }
+
+    /// Every status with its count, in [`JobStatus::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (JobStatus, i64)> + '_ {
+        JobStatus::ALL.into_iter().map(|s| (s, self.get(s)))
+    }
+
+    /// All jobs counted.
+    pub fn total(&self) -> i64 {
+        self.0.iter().sum()
+    }
+
+    /// Completed, failed and cancelled jobs.
+    pub fn terminal(&self) -> i64 {
+        self.iter()
+            .filter(|(s, _)| s.is_terminal())
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Whether every count is zero (a change that changes nothing).
+    pub fn is_zero(&self) -> bool {
+        self.0.iter().all(|n| *n == 0)
+    }
+}
+
 /// What can happen to a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobEvent {
@@ -60,6 +112,17 @@ pub struct IllegalTransition<S: std::fmt::Debug, E: std::fmt::Debug> {
 }
 
 impl JobStatus {
+    /// Every status, in the order the tree summary stores them.
+    pub const ALL: [JobStatus; 7] = [
+        Self::Pending,
+        Self::Running,
+        Self::Waiting,
+        Self::Paused,
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
     /// Completed, failed and cancelled jobs never move again.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
@@ -198,6 +261,34 @@ impl PhaseStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tree_counts_are_keyed_by_status() {
+        let mut c = TreeCounts::default();
+        assert!(c.is_zero());
+        for (i, s) in JobStatus::ALL.into_iter().enumerate() {
+            c.add(s, i as i64 + 1);
+        }
+        assert_eq!(c.get(JobStatus::Pending), 1);
+        assert_eq!(c.get(JobStatus::Cancelled), 7);
+        assert_eq!(c.total(), 28);
+        assert_eq!(c.terminal(), 5 + 6 + 7);
+        c.add(JobStatus::Running, -2);
+        assert_eq!(c.get(JobStatus::Running), 0);
+        let names: Vec<&str> = c.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "pending",
+                "running",
+                "waiting",
+                "paused",
+                "completed",
+                "failed",
+                "cancelled"
+            ]
+        );
+    }
 
     #[test]
     fn job_transitions_table() {

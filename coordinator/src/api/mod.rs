@@ -48,7 +48,7 @@ pub use self::error::ApiError;
 use self::error::{bad, json_errors, no_route, request_timeout, unavailable};
 use crate::auth::Tokens;
 use crate::metrics::Metrics;
-use crate::store::{self, NewRoot, STATUS_COLUMNS};
+use crate::store::{self, NewRoot};
 
 /// Largest request body when the input cap is small: room for the JSON
 /// around an input (1 MiB).
@@ -449,11 +449,11 @@ async fn tree(
     let counts = store::tree(&state.pool, j.root_id)
         .await?
         .unwrap_or_default();
-    let total: i64 = counts.iter().sum();
-    let done = counts[4] + counts[5] + counts[6];
+    let total = counts.total();
+    let done = counts.terminal();
     let mut by_status = serde_json::Map::new();
-    for (name, n) in STATUS_COLUMNS.iter().zip(counts) {
-        by_status.insert((*name).to_owned(), json!(n));
+    for (status, n) in counts.iter() {
+        by_status.insert(status.as_str().to_owned(), json!(n));
     }
     Ok(Json(json!({
         "root_id": j.root_id,

@@ -32,12 +32,12 @@ use std::collections::{HashMap, HashSet};
 use tributary_common::job::DispatchToken;
 use tributary_common::limits::Limits;
 use tributary_common::retry::Backoff;
-use tributary_common::status::{JobEvent, JobStatus, PhaseEvent, PhaseStatus};
+use tributary_common::status::{JobEvent, JobStatus, PhaseEvent, PhaseStatus, TreeCounts};
 use tributary_common::wire::{Outcome, ReportItem};
 use uuid::Uuid;
 
 use super::{Applied, guard};
-use crate::store::{LockedJob, PhaseRows, TreeDelta};
+use crate::store::{LockedJob, PhaseRows};
 pub(super) use job::Writes;
 use job::{JobPlan, lease};
 pub(super) use spawn::spawn_batches;
@@ -59,7 +59,7 @@ pub(super) struct Plan {
     applied: Applied,
     phases: PhaseRows,
     logs: Vec<(Uuid, String, String)>,
-    tree: HashMap<Uuid, TreeDelta>,
+    tree: HashMap<Uuid, TreeCounts>,
     /// Parents whose fan-in must be re-evaluated.
     fan_in_check: Vec<Uuid>,
     /// Child endings for parents not locked yet: (completed, failed, cancelled).
@@ -140,16 +140,7 @@ impl Plan {
     }
 
     fn tree_delta(&mut self, root: Uuid, status: JobStatus, by: i64) {
-        let i = match status {
-            JobStatus::Pending => 0,
-            JobStatus::Running => 1,
-            JobStatus::Waiting => 2,
-            JobStatus::Paused => 3,
-            JobStatus::Completed => 4,
-            JobStatus::Failed => 5,
-            JobStatus::Cancelled => 6,
-        };
-        self.tree.entry(root).or_default()[i] += by;
+        self.tree.entry(root).or_default().add(status, by);
     }
 
     /// Moves a job and its current phase by one event each; an illegal move

@@ -8,6 +8,8 @@ use std::collections::HashSet;
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use tributary_common::status::{JobStatus, TreeCounts};
+
 use super::{Result, trip};
 
 /// The fields of a job the outcome applier decides with, read under a row lock.
@@ -465,36 +467,22 @@ pub async fn insert_logs(
     Ok(())
 }
 
-/// Per-tree changes in the number of jobs by status, in the order of
-/// [`STATUS_COLUMNS`].
-pub type TreeDelta = [i64; 7];
-
-/// The status columns of `tree_summary`, in [`TreeDelta`] order.
-pub const STATUS_COLUMNS: [&str; 7] = [
-    "pending",
-    "running",
-    "waiting",
-    "paused",
-    "completed",
-    "failed",
-    "cancelled",
-];
-
 /// Adds per-tree deltas, one statement for all trees in a batch.
 pub async fn add_tree_deltas(
     tx: &mut Transaction<'_, Postgres>,
-    deltas: &[(Uuid, TreeDelta)],
+    deltas: &[(Uuid, TreeCounts)],
 ) -> Result<()> {
     if deltas.is_empty() {
         return Ok(());
     }
-    let mut cols: Vec<Vec<i64>> = (0..7).map(|_| Vec::with_capacity(deltas.len())).collect();
     let ids: Vec<Uuid> = deltas.iter().map(|d| d.0).collect();
-    for (_, d) in deltas {
-        for (i, v) in d.iter().enumerate() {
-            cols[i].push(*v);
-        }
-    }
+    // One column per status, bound in the order the statement names them.
+    let cols = JobStatus::ALL.map(|status| {
+        deltas
+            .iter()
+            .map(|(_, d)| d.get(status))
+            .collect::<Vec<i64>>()
+    });
     trip();
     let mut q = sqlx::query(
         "update tree_summary t set

@@ -5,7 +5,9 @@
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use super::{Result, TreeDelta, trip};
+use tributary_common::status::{JobStatus, TreeCounts};
+
+use super::{Result, trip};
 
 /// Reads a durable counter (0 when never written).
 pub async fn counter(pool: &PgPool, name: &str) -> Result<i64> {
@@ -193,8 +195,8 @@ pub async fn job_exists(pool: &PgPool, id: Uuid) -> Result<bool> {
     Ok(found)
 }
 
-/// Counts by status for a tree, in [`STATUS_COLUMNS`](super::STATUS_COLUMNS) order.
-pub async fn tree(pool: &PgPool, root: Uuid) -> Result<Option<TreeDelta>> {
+/// Counts by status for a tree.
+pub async fn tree(pool: &PgPool, root: Uuid) -> Result<Option<TreeCounts>> {
     trip();
     let row = sqlx::query(
         "select pending, running, waiting, paused, completed, failed, cancelled from tree_summary where root_id = $1",
@@ -203,11 +205,11 @@ pub async fn tree(pool: &PgPool, root: Uuid) -> Result<Option<TreeDelta>> {
     .fetch_optional(pool)
     .await?;
     row.map(|r| {
-        let mut out = [0i64; 7];
-        for (i, v) in out.iter_mut().enumerate() {
-            *v = r.try_get(i)?;
+        let mut counts = TreeCounts::default();
+        for status in JobStatus::ALL {
+            counts.add(status, r.try_get::<i64, _>(status.as_str())?);
         }
-        Ok(out)
+        Ok(counts)
     })
     .transpose()
 }

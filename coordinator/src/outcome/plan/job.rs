@@ -2,11 +2,11 @@
 //! writes a finished plan turns into.
 
 use tributary_common::job::{ChildCounts, DispatchToken};
-use tributary_common::status::{JobStatus, PhaseStatus};
+use tributary_common::status::{JobStatus, PhaseStatus, TreeCounts};
 use uuid::Uuid;
 
 use super::Plan;
-use crate::store::{JobWrites, LockedJob, PhaseRows, TreeDelta};
+use crate::store::{JobWrites, LockedJob, PhaseRows};
 
 /// A lease as asked for, within one second and one day (a wild value must
 /// not poison the batch with an out-of-range timestamp).
@@ -113,7 +113,7 @@ pub(in crate::outcome) struct Writes {
     pub(in crate::outcome) jobs: JobWrites,
     pub(in crate::outcome) phases: PhaseRows,
     pub(in crate::outcome) logs: Vec<(Uuid, String, String)>,
-    pub(in crate::outcome) tree: Vec<(Uuid, TreeDelta)>,
+    pub(in crate::outcome) tree: Vec<(Uuid, TreeCounts)>,
 }
 
 impl Plan {
@@ -158,7 +158,7 @@ impl Plan {
         let deltas = self
             .tree
             .into_iter()
-            .filter(|(_, d)| d.iter().any(|v| *v != 0))
+            .filter(|(_, d)| !d.is_zero())
             .collect();
         Writes {
             jobs: w,
