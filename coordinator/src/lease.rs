@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tributary_common::job::DispatchToken;
 use tributary_common::wire::{Outcome, ReportItem};
 
 use crate::outcome::Applier;
@@ -43,12 +42,13 @@ impl LeaseReaper {
         }
         let items: Vec<ReportItem> = expired
             .iter()
-            .map(|&(job_id, seq, attempt, nonce)| {
-                tracing::warn!(job = %job_id, seq, attempt, "phase lease expired: no heartbeat; retrying");
+            .map(|&token| {
+                tracing::warn!(%token, "phase lease expired: no heartbeat; retrying");
                 ReportItem::Finished {
-                    token: DispatchToken { job_id, seq: seq as u32, attempt: attempt as u32, nonce: nonce as u64 },
+                    token,
                     outcome: Outcome::Fail {
-                        error: "lease expired: no heartbeat from the worker running this phase".into(),
+                        error: "lease expired: no heartbeat from the worker running this phase"
+                            .into(),
                         retryable: true,
                     },
                 }

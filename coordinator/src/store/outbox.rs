@@ -4,6 +4,7 @@
 //! transaction; the lease reaper finds running phases whose lease ran out.
 
 use sqlx::{PgPool, Postgres, Transaction};
+use tributary_common::job::DispatchToken;
 use uuid::Uuid;
 
 use super::{Result, begin, commit, trip};
@@ -133,8 +134,8 @@ pub async fn mark_dispatched(
     Ok(())
 }
 
-/// Running phases whose lease ran out: (job, phase number, attempt, nonce).
-pub async fn expired_leases(pool: &PgPool, limit: i64) -> Result<Vec<(Uuid, i32, i32, i64)>> {
+/// The tokens of running phases whose lease ran out, oldest lease first.
+pub async fn expired_leases(pool: &PgPool, limit: i64) -> Result<Vec<DispatchToken>> {
     trip();
     let rows = sqlx::query_as::<_, (Uuid, i32, i32, i64)>(
         "select id, phase_seq, attempt, nonce from jobs
@@ -144,5 +145,13 @@ pub async fn expired_leases(pool: &PgPool, limit: i64) -> Result<Vec<(Uuid, i32,
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    Ok(rows)
+    Ok(rows
+        .into_iter()
+        .map(|(job_id, seq, attempt, nonce)| DispatchToken {
+            job_id,
+            seq: seq as u32,
+            attempt: attempt as u32,
+            nonce: nonce as u64,
+        })
+        .collect())
 }
