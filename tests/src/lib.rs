@@ -418,27 +418,21 @@ impl TestCluster {
     /// Waits until job `id` is terminal; panics unless it ended `status`.
     /// Survives the coordinator being down for a while (polls the database).
     pub async fn wait_for(&self, id: Uuid, status: &str, timeout: Duration) -> Value {
-        let started = Instant::now();
-        loop {
+        let what = format!("job {id} to end as {status}");
+        self.eventually(&what, timeout, || async {
             let row: Option<(String,)> = sqlx::query_as("select status from jobs where id = $1")
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await
                 .ok()
                 .flatten();
-            if let Some((s,)) = &row
-                && matches!(s.as_str(), "completed" | "failed" | "cancelled")
-            {
-                let job = self.job(id).await;
-                assert_eq!(job["status"], status, "job {id} ended otherwise: {job}");
-                return job;
-            }
-            assert!(
-                started.elapsed() < timeout,
-                "job {id} not terminal after {timeout:?}: {row:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            row.filter(|(s,)| matches!(s.as_str(), "completed" | "failed" | "cancelled"))
+                .map(|_| ())
+        })
+        .await;
+        let job = self.job(id).await;
+        assert_eq!(job["status"], status, "job {id} ended otherwise: {job}");
+        job
     }
 
     /// Waits (at most a minute) until at least `at_least` children of

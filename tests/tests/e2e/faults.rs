@@ -114,14 +114,12 @@ async fn a_stale_outcome_changes_nothing_and_is_counted() {
         &wire::encode(&stale).expect("encode"),
     )
     .await;
-    let started = Instant::now();
-    while c.fenced().await < fenced_before + 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the stale outcomes were not counted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    c.eventually(
+        "the stale outcomes are counted",
+        Duration::from_secs(20),
+        || async { (c.fenced().await >= fenced_before + 2).then_some(()) },
+    )
+    .await;
     let after = c.job(id).await;
     assert_eq!(after["children"], before["children"]);
     let (_, child_view) = c.get(&format!("/v1/jobs/{child}")).await;
@@ -186,15 +184,13 @@ async fn poison_messages_are_dead_lettered_and_the_run_completes() {
     let id = c.submit("bench.fanout", json!({ "n": 50 })).await;
     let job = c.wait_for(id, "completed", MINUTE).await;
     assert_eq!(job["output"]["sum"], 49 * 50 / 2);
-    let started = Instant::now();
-    while queue_depth(&topology.dead_letter_queue()).await < 4 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "poison messages were not dead-lettered"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(queue_depth(&topology.dead_letter_queue()).await, 4);
+    c.eventually(
+        "the poison messages are dead-lettered",
+        Duration::from_secs(20),
+        || async { (c.dead_letter_depth().await >= 4).then_some(()) },
+    )
+    .await;
+    assert_eq!(c.dead_letter_depth().await, 4);
     c.assert_tree_exact(id).await;
     c.report("poison-messages", 0).await;
     c.shutdown().await;
