@@ -303,3 +303,32 @@ async fn an_oversize_task_is_dead_lettered_and_the_worker_lives_on() {
     c.report("oversize-task", 1).await;
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_database_refuses_a_status_no_code_knows() {
+    let c = TestCluster::start_with(ClusterOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let id = c.submit("bench.leaf", json!({ "value": 1 })).await;
+    for (column, value) in [
+        ("status", "bogus"),
+        ("phase_status", "halfway"),
+        ("failure_action", "shrug"),
+    ] {
+        let sql = format!("update jobs set {column} = $1 where id = $2");
+        let err = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(value)
+            .bind(id)
+            .execute(&c.pool)
+            .await
+            .expect_err("an unknown value is refused");
+        let code = err
+            .as_database_error()
+            .and_then(|e| e.code())
+            .map(|c| c.into_owned());
+        assert_eq!(code.as_deref(), Some("23514"), "{column}: {err}");
+    }
+    c.shutdown().await;
+}
