@@ -443,12 +443,11 @@ async fn tree(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    let Some(j) = store::job(&state.pool, id).await? else {
+    // Only the root is needed: not the job's output, which may be megabytes.
+    let Some(root_id) = store::root_of(&state.pool, id).await? else {
         return Err(no_job(id));
     };
-    let counts = store::tree(&state.pool, j.root_id)
-        .await?
-        .unwrap_or_default();
+    let counts = store::tree(&state.pool, root_id).await?.unwrap_or_default();
     let total = counts.total();
     let done = counts.terminal();
     let mut by_status = serde_json::Map::new();
@@ -456,7 +455,7 @@ async fn tree(
         by_status.insert(status.as_str().to_owned(), json!(n));
     }
     Ok(Json(json!({
-        "root_id": j.root_id,
+        "root_id": root_id,
         "jobs": total,
         "counts": by_status,
         "progress": if total > 0 { done as f64 / total as f64 } else { 0.0 },

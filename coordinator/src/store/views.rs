@@ -195,6 +195,17 @@ pub async fn job_exists(pool: &PgPool, id: Uuid) -> Result<bool> {
     Ok(found)
 }
 
+/// The root of `id`'s tree, if the job exists (one indexed read, without
+/// the job's input or output).
+pub async fn root_of(pool: &PgPool, id: Uuid) -> Result<Option<Uuid>> {
+    trip();
+    let root = sqlx::query_scalar::<_, Uuid>("select root_id from jobs where id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(root)
+}
+
 /// Counts by status for a tree.
 pub async fn tree(pool: &PgPool, root: Uuid) -> Result<Option<TreeCounts>> {
     trip();
