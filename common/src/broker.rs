@@ -225,7 +225,48 @@ pub async fn declare_base(channel: &Channel, topology: &Topology) -> Result<()> 
             quorum_args(topology),
         )
         .await?;
+    channel
+        .exchange_declare(
+            topology.control_exchange().into(),
+            ExchangeKind::Fanout,
+            exchange_opts,
+            FieldTable::default(),
+        )
+        .await?;
     Ok(())
+}
+
+/// Declares this process's own queue on the control exchange: exclusive,
+/// server-named, gone with the connection; a message it rejects goes to the
+/// dead-letter exchange. Returns the queue's name.
+pub async fn declare_control_queue(channel: &Channel, topology: &Topology) -> Result<String> {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(topology.dead_letter_exchange().into()),
+    );
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            args,
+        )
+        .await?;
+    let name = queue.name().to_string();
+    channel
+        .queue_bind(
+            name.as_str().into(),
+            topology.control_exchange().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(name)
 }
 
 /// Declares the task queue of one job kind and binds it. Idempotent.

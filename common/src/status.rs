@@ -97,8 +97,13 @@ pub enum JobEvent {
     Cancel,
     /// An operator paused dispatch.
     Pause,
-    /// An operator resumed dispatch.
-    Resume,
+    /// An operator resumed dispatch: the job goes back to the status its
+    /// phase implies ([`PhaseStatus::resumed_job_status`]): `pending`,
+    /// `running` or `waiting`.
+    Resume(JobStatus),
+    /// An operator ran an ended (failed or cancelled) job again, with a
+    /// fresh attempt budget.
+    Rerun,
 }
 
 /// Names a move the state machine does not allow.
@@ -164,11 +169,15 @@ impl JobStatus {
             (S::Pending | S::Running, E::Next | E::Retry) => S::Running,
             (S::Pending | S::Running, E::Seal) => S::Waiting,
             (S::Waiting, E::FanIn) => S::Running,
-            (S::Pending | S::Running | S::Waiting, E::Complete) => S::Completed,
+            // A paused job's running phase finishes, and its outcome is
+            // kept; whatever it queues next is held until resume.
+            (S::Paused, E::Next | E::Retry | E::Seal) => S::Paused,
+            (S::Pending | S::Running | S::Waiting | S::Paused, E::Complete) => S::Completed,
             (S::Pending | S::Running | S::Waiting | S::Paused, E::Fail) => S::Failed,
             (S::Pending | S::Running | S::Waiting | S::Paused, E::Cancel) => S::Cancelled,
             (S::Pending | S::Running | S::Waiting, E::Pause) => S::Paused,
-            (S::Paused, E::Resume) => S::Pending,
+            (S::Paused, E::Resume(to @ (S::Pending | S::Running | S::Waiting))) => to,
+            (S::Failed | S::Cancelled, E::Rerun) => S::Pending,
             (from, event) => return Err(IllegalTransition { from, event }),
         };
         Ok(next)
@@ -210,9 +219,23 @@ pub enum PhaseEvent {
     Pause,
     /// An operator resumed it.
     Resume,
+    /// Its job was cancelled while it ran; whatever it reports is fenced.
+    Abandon,
 }
 
 impl PhaseStatus {
+    /// The status a paused job goes back to on resume, given its current
+    /// phase: a held phase is queued again (`pending` if it is the job's
+    /// very first execution, else `running`), a running one runs on, and a
+    /// completed one sealed a fan-out the job waits on.
+    pub fn resumed_job_status(self, first_execution: bool) -> JobStatus {
+        match self {
+            Self::Paused | Self::NotStarted if first_execution => JobStatus::Pending,
+            Self::Completed => JobStatus::Waiting,
+            _ => JobStatus::Running,
+        }
+    }
+
     /// The text stored in Postgres and shown by the API.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -250,6 +273,8 @@ impl PhaseStatus {
             (S::NotStarted | S::Running, E::Retry) => S::NotStarted,
             (S::NotStarted | S::Running | S::Paused, E::Fail) => S::Failed,
             (S::NotStarted | S::Paused, E::Skip) => S::Skipped,
+            // Cancelled while executing: the execution is abandoned.
+            (S::Running, E::Abandon) => S::Failed,
             (S::NotStarted, E::Pause) => S::Paused,
             (S::Paused, E::Resume) => S::NotStarted,
             (from, event) => return Err(IllegalTransition { from, event }),
@@ -306,7 +331,14 @@ mod tests {
             (S::Waiting, E::Fail, S::Failed),
             (S::Waiting, E::Cancel, S::Cancelled),
             (S::Running, E::Pause, S::Paused),
-            (S::Paused, E::Resume, S::Pending),
+            (S::Paused, E::Resume(S::Pending), S::Pending),
+            (S::Paused, E::Resume(S::Waiting), S::Waiting),
+            (S::Paused, E::Next, S::Paused),
+            (S::Paused, E::Seal, S::Paused),
+            (S::Paused, E::Complete, S::Completed),
+            (S::Paused, E::Cancel, S::Cancelled),
+            (S::Failed, E::Rerun, S::Pending),
+            (S::Cancelled, E::Rerun, S::Pending),
         ];
         for (from, event, to) in legal {
             assert_eq!(from.apply(event), Ok(to), "{from:?} + {event:?}");
@@ -320,6 +352,14 @@ mod tests {
             (S::Waiting, E::Start),
             (S::Waiting, E::Seal),
             (S::Paused, E::Start),
+            (S::Paused, E::FanIn),
+            (S::Paused, E::Pause),
+            (S::Running, E::Resume(S::Running)),
+            (S::Paused, E::Resume(S::Paused)),
+            (S::Paused, E::Resume(S::Completed)),
+            (S::Completed, E::Rerun),
+            (S::Running, E::Rerun),
+            (S::Cancelled, E::Cancel),
         ];
         for (from, event) in illegal {
             assert_eq!(from.apply(event), Err(IllegalTransition { from, event }));
@@ -339,6 +379,7 @@ mod tests {
             (S::NotStarted, E::Skip, S::Skipped),
             (S::NotStarted, E::Pause, S::Paused),
             (S::Paused, E::Resume, S::NotStarted),
+            (S::Running, E::Abandon, S::Failed),
         ];
         for (from, event, to) in legal {
             assert_eq!(from.apply(event), Ok(to), "{from:?} + {event:?}");
@@ -349,8 +390,26 @@ mod tests {
             (S::Failed, E::Retry),
             (S::Running, E::Start),
             (S::Skipped, E::Resume),
+            (S::Running, E::Pause),
+            (S::NotStarted, E::Abandon),
         ] {
             assert!(from.apply(event).is_err(), "{from:?} + {event:?}");
+        }
+    }
+
+    #[test]
+    fn resume_returns_to_what_the_phase_implies() {
+        use JobStatus as J;
+        use PhaseStatus as P;
+        assert_eq!(P::Paused.resumed_job_status(true), J::Pending);
+        assert_eq!(P::Paused.resumed_job_status(false), J::Running);
+        assert_eq!(P::Running.resumed_job_status(false), J::Running);
+        assert_eq!(P::Completed.resumed_job_status(false), J::Waiting);
+        for p in [P::Paused, P::Running, P::Completed] {
+            for first in [true, false] {
+                let to = p.resumed_job_status(first);
+                assert!(J::Paused.apply(JobEvent::Resume(to)).is_ok(), "{p:?}");
+            }
         }
     }
 

@@ -5,6 +5,7 @@
 //!  {ns}.tasks (direct) ──kind──► {ns}.task.{kind}  (quorum, one per job kind)
 //!  default exchange ─────────► {ns}.reports      (quorum, worker → coordinator)
 //!  {ns}.dlx (fanout) ────────► {ns}.dead         (quorum, dead letters)
+//!  {ns}.control (fanout) ────► one exclusive queue per worker (stop orders)
 //! ```
 
 /// Why a namespace was refused.
@@ -62,6 +63,12 @@ impl Topology {
     /// The exchange rejected and over-delivered messages go to.
     pub fn dead_letter_exchange(&self) -> String {
         format!("{}.dlx", self.ns)
+    }
+
+    /// The fanout exchange coordinators tell every worker which
+    /// executions to stop through.
+    pub fn control_exchange(&self) -> String {
+        format!("{}.control", self.ns)
     }
 
     /// The queue an operator inspects for dead letters.

@@ -106,6 +106,23 @@ pub struct Report {
     pub items: Vec<ReportItem>,
 }
 
+/// Coordinator → every worker, on the fanout exchange `{ns}.control`:
+/// executions to stop, because their job was cancelled or paused, or
+/// because their report was fenced (their lease ran out, their job moved
+/// on). A worker drops a task carrying one of these tokens when it arrives;
+/// a running execution sees [`Context::cancelled`](../../tributary_worker)
+/// resolve, and whatever it reports afterwards is discarded (the
+/// coordinator would fence it anyway).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Control {
+    /// The executions to stop, at most [`MAX_STOPS_PER_MESSAGE`].
+    pub stop: Vec<DispatchToken>,
+}
+
+/// Most tokens in one [`Control`] message: a cancelled 100k-child tree is
+/// told in several messages, none large.
+pub const MAX_STOPS_PER_MESSAGE: usize = 2_000;
+
 /// One thing a worker tells the coordinator about one execution.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ReportItem {

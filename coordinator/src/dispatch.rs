@@ -14,12 +14,12 @@ use std::time::Duration;
 use lapin::{Channel, Connection};
 use serde_bytes::ByteBuf;
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tributary_common::broker::{self, BrokerError};
 use tributary_common::job::{ChildCounts, DispatchToken};
 use tributary_common::topology::Topology;
-use tributary_common::wire::{self, Outcome, ReportItem, Task, Tasks};
+use tributary_common::wire::{self, Control, Outcome, ReportItem, Task, Tasks};
 
 use crate::metrics::Metrics;
 use crate::outcome::Applier;
@@ -69,6 +69,7 @@ pub struct Relay {
     applier: Applier,
     metrics: Arc<Metrics>,
     wake: Arc<Notify>,
+    stops: Option<mpsc::UnboundedReceiver<Vec<DispatchToken>>>,
 }
 
 impl Relay {
@@ -88,7 +89,30 @@ impl Relay {
             applier,
             metrics,
             wake,
+            stops: None,
         }
+    }
+
+    /// Also publishes the stop orders that arrive on `stops` to every
+    /// worker (the control exchange).
+    pub fn with_stops(mut self, stops: mpsc::UnboundedReceiver<Vec<DispatchToken>>) -> Self {
+        self.stops = Some(stops);
+        self
+    }
+
+    /// Publishes one stop order to every worker. Not retried: a worker that
+    /// misses it learns from the fence on its next report.
+    async fn publish_stops(
+        &self,
+        channel: &Channel,
+        stop: Vec<DispatchToken>,
+    ) -> Result<(), RelayError> {
+        let body = wire::encode(&Control { stop })?;
+        broker::publish(channel, &self.topology.control_exchange(), "", &body, false)
+            .await?
+            .confirmed()
+            .await?;
+        Ok(())
     }
 
     /// Publishes one batch of due jobs; returns how many rows it handled.
@@ -173,7 +197,8 @@ impl Relay {
 
     /// Ticks until `cancel` fires: at once when woken or after a full batch,
     /// else every `poll`. Reconnects to the broker with backoff.
-    pub async fn run(self, amqp_url: String, cancel: CancellationToken) {
+    pub async fn run(mut self, amqp_url: String, cancel: CancellationToken) {
+        let mut stops = self.stops.take();
         let mut conn: Option<(Connection, Channel)> = None;
         while !cancel.is_cancelled() {
             if conn
@@ -194,12 +219,22 @@ impl Relay {
             let Some((_, channel)) = conn.as_ref() else {
                 continue;
             };
+            while let Some(stop) = stops.as_mut().and_then(|rx| rx.try_recv().ok()) {
+                if let Err(e) = self.publish_stops(channel, stop).await {
+                    tracing::warn!("cannot publish a stop order: {e}");
+                }
+            }
             match self.tick(channel).await {
                 Ok(n) if n as i64 >= self.config.batch => continue,
                 Ok(_) => {
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = self.wake.notified() => {}
+                        Some(stop) = next_stop(&mut stops) => {
+                            if let Err(e) = self.publish_stops(channel, stop).await {
+                                tracing::warn!("cannot publish a stop order: {e}");
+                            }
+                        }
                         _ = tokio::time::sleep(self.config.poll) => {}
                     }
                 }
@@ -226,7 +261,18 @@ impl Relay {
     }
 }
 
-async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) {
+/// The next stop order, or never when there is no receiver.
+async fn next_stop(
+    stops: &mut Option<mpsc::UnboundedReceiver<Vec<DispatchToken>>>,
+) -> Option<Vec<DispatchToken>> {
+    match stops {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps for `d`, or less if `cancel` fires.
+pub(crate) async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) {
     tokio::select! {
         _ = cancel.cancelled() => {}
         _ = tokio::time::sleep(d) => {}

@@ -19,11 +19,14 @@
 //!   migrate, the applier's batch, the outbox, read-only views).
 //! - [`dispatch`]: the relay that publishes committed dispatches.
 //! - [`outcome`]: the batched outcome applier and fan-in.
+//! - [`control`]: the sweeper that carries cancel, pause and resume down a
+//!   subtree.
 //! - [`lease`]: retries started phases whose lease (heartbeats) ran out.
 //! - [`metrics`]: process counters on `/metrics`.
 
 pub mod api;
 pub mod auth;
+pub mod control;
 pub mod dispatch;
 pub mod lease;
 pub mod metrics;
@@ -178,6 +181,8 @@ impl Application {
     pub async fn run_until_stopped(self, cancel: CancellationToken) -> std::io::Result<()> {
         let metrics = Arc::new(Metrics::default());
         let wake = Arc::new(Notify::new());
+        let sweep_wake = Arc::new(Notify::new());
+        let (stops_tx, stops_rx) = tokio::sync::mpsc::unbounded_channel();
         let applier = Applier::new(
             self.pool.clone(),
             ApplierConfig {
@@ -187,7 +192,8 @@ impl Application {
             },
             metrics.clone(),
             wake.clone(),
-        );
+        )
+        .with_control(stops_tx, sweep_wake.clone());
         let relay = Relay::new(
             self.pool.clone(),
             self.topology.clone(),
@@ -199,7 +205,10 @@ impl Application {
             applier.clone(),
             metrics.clone(),
             wake.clone(),
-        );
+        )
+        .with_stops(stops_rx);
+        let sweeper = control::Sweeper::new(self.pool.clone(), applier.clone(), sweep_wake);
+        let sweeper_task = tokio::spawn(sweeper.run(cancel.clone()));
         let reaper = lease::LeaseReaper::new(
             self.pool.clone(),
             applier.clone(),
@@ -207,7 +216,7 @@ impl Application {
         );
         let reaper_task = tokio::spawn(reaper.run(cancel.clone()));
         let relay_task = tokio::spawn(relay.run(self.settings.amqp_url.clone(), cancel.clone()));
-        let applier_task = tokio::spawn(applier.run(
+        let applier_task = tokio::spawn(applier.clone().run(
             self.settings.amqp_url.clone(),
             self.topology.clone(),
             cancel.clone(),
@@ -220,10 +229,12 @@ impl Application {
             limits: self.settings.limits(),
             tokens: Arc::new(self.settings.tokens()),
             request_timeout: server.request_timeout,
+            applier: applier.clone(),
         });
         server::serve(self.listener, app, &server, cancel.clone()).await;
         let _ = relay_task.await;
         let _ = reaper_task.await;
+        let _ = sweeper_task.await;
         let _ = applier_task.await;
         self.pool.close().await;
         Ok(())

@@ -222,10 +222,19 @@ impl Context {
         });
     }
 
-    /// Whether the worker is shutting down: a long phase should checkpoint
-    /// and return an error so another worker resumes it.
+    /// Whether this execution should stop: its job was cancelled by an
+    /// operator (or this execution was otherwise superseded), or the worker
+    /// is shutting down past its grace period. A long phase should
+    /// checkpoint and return; whatever a cancelled execution reports is
+    /// discarded.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    /// Resolves when [`Context::is_cancelled`] turns true: `select!` on it
+    /// beside long work.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await;
     }
 
     /// In the phase after a fan-in: how the children ended.

@@ -14,6 +14,8 @@
 //! - [`registry`]: kinds by name.
 //! - [`worker`]: the runtime (consume, execute, report, ack; graceful stop).
 //! - [`reporter`]: coalesces report items into confirmed messages.
+//! - `stops.rs`: stop orders from coordinators (cancelled or held
+//!   executions), checked before a task runs and while it runs.
 //! - [`kinds`]: the built-in demo and bench kinds the binary serves.
 //! - [`settings`]: the binary's configuration.
 //! - [`testing`]: unit-testing a [`Job`]: run one phase in process with
@@ -25,6 +27,7 @@ pub mod kinds;
 pub mod registry;
 pub mod reporter;
 pub mod settings;
+mod stops;
 pub mod testing;
 pub mod worker;
 

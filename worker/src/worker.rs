@@ -31,12 +31,15 @@ use tokio_util::task::TaskTracker;
 use tributary_common::broker::{self, BrokerError};
 use tributary_common::job::ENTRY_PHASE;
 use tributary_common::topology::{DELIVERY_LIMIT, InvalidNamespace, Topology};
-use tributary_common::wire::{self, Outcome, ReportItem, Task, Tasks};
+use tributary_common::wire::{
+    self, Control, MAX_STOPS_PER_MESSAGE, Outcome, ReportItem, Task, Tasks,
+};
 
 use crate::context::Context;
 use crate::job::{PhaseError, Step};
 use crate::registry::Registry;
 use crate::reporter::{self, Reporter};
+use crate::stops::Stops;
 
 /// How long a phase runs before its start is reported.
 const STARTED_DELAY: Duration = Duration::from_millis(100);
@@ -95,6 +98,8 @@ struct Links {
     channel: Channel,
     reporter: Reporter,
     tags: Vec<String>,
+    /// Stop orders for this worker (its own queue on the control exchange).
+    control: lapin::Consumer,
 }
 
 impl Worker {
@@ -132,6 +137,7 @@ impl Worker {
         let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let tracker = TaskTracker::new();
         let phase_cancel = CancellationToken::new();
+        let stops = Arc::new(Stops::default());
         let mut links: Option<Links> = None;
         'outer: while !cancel.is_cancelled() {
             let (mut stream, current) = match self.connect(&cancel).await {
@@ -147,6 +153,7 @@ impl Worker {
             };
             tracing::info!(kinds = ?self.registry.kinds(), concurrency = self.settings.concurrency, "worker consuming");
             let reporter = current.reporter.clone();
+            let mut control = current.control.clone();
             links = Some(current);
             let mut health = tokio::time::interval(Duration::from_secs(1));
             loop {
@@ -158,6 +165,17 @@ impl Worker {
                             break;
                         }
                     }
+                    order = control.next() => match order {
+                        Some(Ok(delivery)) => heed(&stops, delivery).await,
+                        Some(Err(e)) => {
+                            tracing::warn!("control consumer failed: {e}; reconnecting");
+                            break;
+                        }
+                        None => {
+                            tracing::warn!("control consumer stopped; reconnecting");
+                            break;
+                        }
+                    },
                     next = stream.next() => match next {
                         Some(Ok(delivery)) => {
                             // Prefetch bounds the messages held; the permits
@@ -168,6 +186,7 @@ impl Worker {
                                 http: http.clone(),
                                 coordinator_url: self.settings.coordinator_url.clone(),
                                 cancel: phase_cancel.clone(),
+                                stops: stops.clone(),
                                 permits: permits.clone(),
                                 heartbeat: self.settings.heartbeat,
                                 ack_after: self.settings.ack_after,
@@ -251,6 +270,16 @@ impl Worker {
             tags.push(consumer.tag().to_string());
             consumers.push(consumer);
         }
+        let control_queue = broker::declare_control_queue(&channel, &self.topology).await?;
+        let control = channel
+            .basic_consume(
+                control_queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tags.push(control.tag().to_string());
         Ok((
             select_all(consumers),
             Links {
@@ -259,8 +288,41 @@ impl Worker {
                 channel,
                 reporter,
                 tags,
+                control,
             },
         ))
+    }
+}
+
+/// Takes one stop order: remembers its tokens and cancels their running
+/// executions. An unreadable order is dead-lettered with a log line.
+async fn heed(stops: &Stops, delivery: Delivery) {
+    match wire::decode::<Control>(&delivery.data) {
+        Ok(order) if order.stop.len() <= MAX_STOPS_PER_MESSAGE => {
+            let running = stops.stop(&order.stop);
+            tracing::debug!(tokens = order.stop.len(), running, "stop order received");
+            if running > 0 {
+                tracing::info!(
+                    running,
+                    "stopping executions whose job was cancelled, paused or moved on"
+                );
+            }
+            settle(delivery.ack(BasicAckOptions::default())).await;
+        }
+        Ok(order) => {
+            tracing::error!(
+                tokens = order.stop.len(),
+                "dead-lettering a stop order over {MAX_STOPS_PER_MESSAGE} tokens"
+            );
+            settle(delivery.reject(BasicRejectOptions { requeue: false })).await;
+        }
+        Err(e) => {
+            tracing::error!(
+                "dead-lettering a stop order that cannot be read ({} bytes): {e}",
+                delivery.data.len()
+            );
+            settle(delivery.reject(BasicRejectOptions { requeue: false })).await;
+        }
     }
 }
 
@@ -272,6 +334,7 @@ struct Execution {
     http: reqwest::Client,
     coordinator_url: String,
     cancel: CancellationToken,
+    stops: Arc<Stops>,
     permits: Arc<Semaphore>,
     heartbeat: Duration,
     ack_after: Duration,
@@ -425,6 +488,12 @@ impl Execution {
     /// Runs one task; true once its outcome is confirmed by the broker.
     async fn run_task(self, task: Task, state: &AtomicU8) -> bool {
         let token = task.token;
+        if self.stops.is_stopped(&token) {
+            // Cancelled or held before it started: nothing waits for it.
+            tracing::debug!(%token, "dropping a task its coordinator stopped");
+            return true;
+        }
+        let stops = self.stops.clone();
         let outcome = match self.registry.get(&task.kind) {
             None => Outcome::Fail {
                 error: format!(
@@ -471,12 +540,16 @@ impl Execution {
                     })
                 };
                 let input = task.input.to_vec();
+                // Cancelled on shutdown (after the grace period) or by a stop
+                // order for this execution.
+                let cancel = self.cancel.child_token();
+                let _running = stops.running(token, cancel.clone());
                 let mut ctx = Context::new(
                     task,
                     self.reporter.clone(),
                     self.http,
                     self.coordinator_url,
-                    self.cancel,
+                    cancel,
                 );
                 let timeout = job.timeout();
                 let run =
@@ -531,6 +604,12 @@ impl Execution {
                 }
             }
         };
+        if stops.is_stopped(&token) {
+            // Its job was cancelled (or it was held, or moved on) while it
+            // ran: the coordinator would fence this outcome.
+            tracing::info!(%token, "execution stopped by its coordinator; outcome discarded");
+            return true;
+        }
         if let Outcome::Fail { error, .. } = &outcome {
             // A handler's error may quote its input: log a bounded prefix.
             let error = tributary_common::limits::one_line(error, 512);

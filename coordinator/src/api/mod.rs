@@ -9,6 +9,10 @@
 //! | `GET /v1/jobs/{id}/tree` | counts by status for the job's whole tree |
 //! | `GET /v1/jobs/{id}/logs` | log lines (`after`, `limit`) |
 //! | `GET /v1/jobs/{id}/timing` | latest fan-out: child latency p50/p99, fan-in latency |
+//! | `POST /v1/jobs/{id}/cancel` | cancel the job and every open descendant (`{"reason"?}`); `202` |
+//! | `POST /v1/jobs/{id}/pause` | hold dispatch for the job and its subtree; `202` |
+//! | `POST /v1/jobs/{id}/resume` | release what a pause held; `202` |
+//! | `POST /v1/jobs/{id}/retry` | run a failed or cancelled job again (`{"phase"?}`); `202`, `409` if it may not |
 //! | `GET /v1/stats` | durable counters (fenced, forged, refused and poisoned reports) |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /healthz` | liveness (always open) |
@@ -19,6 +23,7 @@
 //! timeout (408), the bearer-token check ([`crate::auth`]) and the body
 //! limit (413).
 //!
+//! - `control.rs`: cancel, pause, resume, retry.
 //! - [`error`]: the error answer, how store failures map to statuses, and
 //!   the middlewares that give every failure the one shape.
 
@@ -42,12 +47,14 @@ use tributary_common::status::JobStatus;
 use tributary_common::wire::{self, ChildResult};
 use uuid::Uuid;
 
+mod control;
 pub mod error;
 
 pub use self::error::ApiError;
 use self::error::{bad, json_errors, no_route, request_timeout, unavailable};
 use crate::auth::Tokens;
 use crate::metrics::Metrics;
+use crate::outcome::Applier;
 use crate::store::{self, NewRoot};
 
 /// Largest request body when the input cap is small: room for the JSON
@@ -74,6 +81,8 @@ pub struct ApiState {
     pub tokens: Arc<Tokens>,
     /// Longest a request may take from its headers to its response.
     pub request_timeout: Duration,
+    /// Moves jobs for cancel, pause, resume and retry.
+    pub applier: Applier,
 }
 
 /// The request body limit for an input cap: twice the cap (JSON is
@@ -99,6 +108,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs/{id}/tree", get(tree))
         .route("/v1/jobs/{id}/logs", get(logs))
         .route("/v1/jobs/{id}/timing", get(timing))
+        .route("/v1/jobs/{id}/cancel", post(control::cancel))
+        .route("/v1/jobs/{id}/pause", post(control::pause))
+        .route("/v1/jobs/{id}/resume", post(control::resume))
+        .route("/v1/jobs/{id}/retry", post(control::retry))
         .route("/v1/stats", get(stats))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))

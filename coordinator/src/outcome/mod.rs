@@ -39,14 +39,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tributary_common::job::DispatchToken;
 use tributary_common::limits::Limits;
 use tributary_common::retry::Backoff;
-use tributary_common::wire::{Outcome, ReportItem};
+use tributary_common::wire::{MAX_STOPS_PER_MESSAGE, Outcome, ReportItem};
+use uuid::Uuid;
 
 use crate::metrics::Metrics;
-use crate::store::{self, StoreError};
+use crate::store::{self, Action, StoreError};
 use plan::{Plan, Refusal, Writes};
 
 /// Settings of the applier.
@@ -96,13 +97,26 @@ pub struct Applied {
     pub refused: u64,
 }
 
-/// Applies report items to Postgres.
+/// Applies report items (and operators' actions) to Postgres.
 #[derive(Clone)]
 pub struct Applier {
     pool: PgPool,
     config: ApplierConfig,
     metrics: Arc<Metrics>,
     relay_wake: Arc<Notify>,
+    /// Where stop orders go after the commit (the relay publishes them).
+    stops: Option<mpsc::UnboundedSender<Vec<DispatchToken>>>,
+    /// Wakes the subtree sweeper when a batch records a walk.
+    sweep_wake: Arc<Notify>,
+}
+
+/// What one transaction decided beyond its counts.
+#[derive(Debug, Default)]
+struct Done {
+    applied: Applied,
+    stops: Vec<DispatchToken>,
+    walks: bool,
+    refusal: Option<String>,
 }
 
 impl Applier {
@@ -118,16 +132,63 @@ impl Applier {
             config,
             metrics,
             relay_wake,
+            stops: None,
+            sweep_wake: Arc::new(Notify::new()),
         }
+    }
+
+    /// Sends stop orders to `stops` after each commit, and wakes
+    /// `sweep_wake` when a batch records a subtree walk.
+    pub fn with_control(
+        mut self,
+        stops: mpsc::UnboundedSender<Vec<DispatchToken>>,
+        sweep_wake: Arc<Notify>,
+    ) -> Self {
+        self.stops = Some(stops);
+        self.sweep_wake = sweep_wake;
+        self
+    }
+
+    /// Applies `action` to `ids` (one transaction, again on a deadlock).
+    /// With `walk`, also records a walk of each one's descendants, in the
+    /// same transaction, for the sweeper.
+    pub async fn control(
+        &self,
+        ids: &[Uuid],
+        action: Action,
+        reason: &str,
+        walk: bool,
+    ) -> Result<Applied, StoreError> {
+        self.run_work(Work::Control {
+            ids,
+            action,
+            reason,
+            walk,
+        })
+        .await
+        .map(|d| d.applied)
+    }
+
+    /// Runs the failed or cancelled job `id` again from `phase` (default:
+    /// the phase it ended in). `Ok(Err(reason))` when the job may not be
+    /// retried.
+    pub async fn rerun(
+        &self,
+        id: Uuid,
+        phase: Option<&str>,
+    ) -> Result<Result<(), String>, StoreError> {
+        let done = self.run_work(Work::Rerun { id, phase }).await?;
+        Ok(done.refusal.map_or(Ok(()), Err))
     }
 
     /// Applies `items` in one transaction, running it again on a deadlock.
     pub async fn apply(&self, items: &[ReportItem]) -> Result<Applied, StoreError> {
-        self.run_work(Work::Reports(items)).await
+        self.run_work(Work::Reports(items)).await.map(|d| d.applied)
     }
 
-    /// Runs `work` in one transaction, again on a deadlock.
-    async fn run_work(&self, work: Work<'_>) -> Result<Applied, StoreError> {
+    /// Runs `work` in one transaction, again on a deadlock; after the
+    /// commit, wakes the relay and the sweeper and sends stop orders.
+    async fn run_work(&self, work: Work<'_>) -> Result<Done, StoreError> {
         let mut tries = 0;
         loop {
             match self.try_apply(work).await {
@@ -135,33 +196,74 @@ impl Applier {
                     tries += 1;
                     tracing::debug!("batch hit {e}; running it again");
                 }
-                Ok(applied) => {
-                    self.metrics.record_applied(&applied);
-                    if applied.queued > 0 {
+                Ok(mut done) => {
+                    self.metrics.record_applied(&done.applied);
+                    if done.applied.queued > 0 {
                         self.relay_wake.notify_one();
                     }
-                    return Ok(applied);
+                    if done.walks {
+                        self.sweep_wake.notify_one();
+                    }
+                    self.send_stops(std::mem::take(&mut done.stops));
+                    return Ok(done);
                 }
                 Err(e) => return Err(e),
             }
         }
     }
 
+    /// Hands stop orders to the relay, deduplicated, in messages of at
+    /// most [`MAX_STOPS_PER_MESSAGE`] tokens. Losing them (no relay, or
+    /// the broker down) costs only time: a stopped execution's next
+    /// heartbeat is fenced and asks again.
+    fn send_stops(&self, mut stops: Vec<DispatchToken>) {
+        let Some(tx) = &self.stops else {
+            return;
+        };
+        stops.sort_unstable_by_key(|t| (t.job_id, t.seq, t.attempt, t.nonce));
+        stops.dedup();
+        for chunk in stops.chunks(MAX_STOPS_PER_MESSAGE) {
+            let _ = tx.send(chunk.to_vec());
+        }
+    }
+
     /// One transaction: lock, plan, write. The steps are the plan's
     /// (`plan.rs`); this function only reads what it needs and writes what
     /// it says.
-    async fn try_apply(&self, work: Work<'_>) -> Result<Applied, StoreError> {
+    async fn try_apply(&self, work: Work<'_>) -> Result<Done, StoreError> {
         let mut tx = store::begin(&self.pool).await?;
-        // Lock the jobs named by the tokens and their parents.
+        // Lock the jobs the work names and their parents.
         let ids = match work {
             Work::Reports(items) => plan::job_ids(items),
             Work::PoisonedSpawn(token, _) => vec![token.job_id],
+            Work::Control { ids, .. } => {
+                let mut ids = ids.to_vec();
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            }
+            Work::Rerun { id, .. } => vec![id],
         };
         let rows = store::lock_jobs_and_parents(&mut tx, &ids).await?;
         let mut plan = Plan::new(rows, self.config.backoff);
+        let mut refusal = None;
         match work {
             Work::Reports(items) => self.plan_reports(&mut tx, items, &mut plan).await?,
             Work::PoisonedSpawn(token, error) => plan.fail_spawner(token, error),
+            Work::Control {
+                action,
+                reason,
+                walk,
+                ..
+            } => {
+                for &id in &ids {
+                    plan.control(id, action, reason);
+                    if walk {
+                        plan.walk(id, action, reason);
+                    }
+                }
+            }
+            Work::Rerun { id, phase } => refusal = plan.rerun(id, phase).err(),
         }
         // Then the fan-ins it touched. A parent that ended by its fan-in
         // rule may have a parent of its own that is not locked yet: lock it
@@ -176,9 +278,17 @@ impl Applier {
             plan.add_late_parents(rows);
         }
         let applied = plan.applied();
-        write(&mut tx, plan.into_writes(), &applied).await?;
+        let stops = plan.stops().to_vec();
+        let writes = plan.into_writes();
+        let walks = !writes.walks.is_empty();
+        write(&mut tx, writes, &applied).await?;
         store::commit(tx).await?;
-        Ok(applied)
+        Ok(Done {
+            applied,
+            stops,
+            walks,
+            refusal,
+        })
     }
 
     /// Refusals, spawn batches and their children, then every item in
@@ -263,9 +373,10 @@ impl Applier {
                 // Not through a Finished: a batch applied after its job's
                 // Wait has no current token, and its job would wait forever
                 // for children that were never created.
-                ReportItem::Spawned { .. } => {
-                    self.run_work(Work::PoisonedSpawn(&token, &error)).await
-                }
+                ReportItem::Spawned { .. } => self
+                    .run_work(Work::PoisonedSpawn(&token, &error))
+                    .await
+                    .map(|d| d.applied),
                 _ => continue,
             };
             if let Err(e) = failed {
@@ -287,6 +398,16 @@ enum Work<'a> {
     /// Fail the job whose genuine spawn batch the database refused, with
     /// the error.
     PoisonedSpawn(&'a DispatchToken, &'a str),
+    /// An operator's action on jobs (and, with `walk`, a walk of their
+    /// descendants recorded for the sweeper).
+    Control {
+        ids: &'a [Uuid],
+        action: Action,
+        reason: &'a str,
+        walk: bool,
+    },
+    /// Run an ended job again.
+    Rerun { id: Uuid, phase: Option<&'a str> },
 }
 
 /// An item's variant name, for log lines (never its contents).
@@ -312,6 +433,7 @@ async fn write(
     store::insert_phases(tx, writes.phases).await?;
     store::insert_logs(tx, &writes.logs).await?;
     store::add_tree_deltas(tx, &writes.tree).await?;
+    store::insert_controls(tx, &writes.walks).await?;
     store::add_counter(tx, "fenced_reports", applied.fenced as i64).await?;
     store::add_counter(tx, "forged_reports", applied.forged as i64).await?;
     store::add_counter(tx, "refused_reports", applied.refused as i64).await?;

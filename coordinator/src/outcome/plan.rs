@@ -21,6 +21,7 @@
 //! - `fan_in.rs`: counting endings into parents and the fan-in rule.
 //! - `job.rs`: one job's plan ([`JobPlan`]) and the column-wise writes.
 
+mod control;
 mod fan_in;
 mod job;
 mod spawn;
@@ -37,7 +38,7 @@ use tributary_common::wire::{Outcome, ReportItem};
 use uuid::Uuid;
 
 use super::{Applied, guard};
-use crate::store::{LockedJob, PhaseRows};
+use crate::store::{Action, LockedJob, PhaseRows};
 pub(super) use job::Writes;
 use job::{JobPlan, lease};
 pub(super) use spawn::spawn_batches;
@@ -64,6 +65,10 @@ pub(super) struct Plan {
     fan_in_check: Vec<Uuid>,
     /// Child endings for parents not locked yet: (completed, failed, cancelled).
     parent_deltas: HashMap<(Uuid, i32), [i64; 3]>,
+    /// Executions workers must stop (see [`Plan::stops`]).
+    stops: Vec<DispatchToken>,
+    /// Subtree walks to record: (job, action, reason).
+    walks: Vec<(Uuid, Action, String)>,
 }
 
 /// The jobs `items` name, sorted and without repeats: the rows to lock.
@@ -85,6 +90,8 @@ impl Plan {
             tree: HashMap::new(),
             fan_in_check: Vec::new(),
             parent_deltas: HashMap::new(),
+            stops: Vec::new(),
+            walks: Vec::new(),
         };
         for row in rows {
             plan.insert(row);
@@ -164,6 +171,15 @@ impl Plan {
             }
         };
         let (old, root) = (job.status, job.row.root_id);
+        if next == JobStatus::Failed && job.open_children() {
+            // Nothing will wait for them: cancel the job's descendants
+            // (stop_all, or a phase that failed after spawning).
+            self.walks.push((
+                id,
+                Action::Cancel,
+                format!("cancelled: ancestor {id} failed"),
+            ));
+        }
         job.status = next;
         if let Some(p) = next_phase {
             job.phase_status = p;
@@ -264,6 +280,11 @@ impl Plan {
             ReportItem::Started {
                 phase, lease_ms, ..
             } => {
+                if !job.is_current(&token) {
+                    // The worker runs something nobody waits for (its job was
+                    // cancelled or paused, or moved on): tell it to stop.
+                    self.stops.push(token);
+                }
                 if !job.is_current(&token) || job.phase_status != PhaseStatus::NotStarted {
                     self.applied.fenced += 1;
                     return;
@@ -287,6 +308,9 @@ impl Plan {
                 self.fan_in_check.push(token.job_id);
             }
             ReportItem::Heartbeat { lease_ms, .. } => {
+                if !job.is_current(&token) {
+                    self.stops.push(token);
+                }
                 if !job.is_current(&token) || job.phase_status != PhaseStatus::Running {
                     self.applied.fenced += 1;
                     return;

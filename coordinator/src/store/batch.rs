@@ -231,9 +231,13 @@ pub struct NewChildren {
     pub max_child_failures: Vec<Option<i32>>,
     /// What to do past them.
     pub failure_action: Vec<String>,
+    /// Born held: an ancestor is paused, so the child waits for resume
+    /// (status and phase status `paused`, not queued for dispatch).
+    pub paused: Vec<bool>,
 }
 
-/// Inserts children in one statement, pending and queued for dispatch.
+/// Inserts children in one statement: pending and queued for dispatch, or
+/// paused and held.
 pub async fn insert_children(tx: &mut Transaction<'_, Postgres>, c: NewChildren) -> Result<()> {
     if c.id.is_empty() {
         return Ok(());
@@ -241,9 +245,39 @@ pub async fn insert_children(tx: &mut Transaction<'_, Postgres>, c: NewChildren)
     trip();
     sqlx::query(
         "insert into jobs (id, root_id, parent_id, parent_seq, child_index, kind, input, phase, max_attempts,
-                           max_child_failures, failure_action)
-         select * from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int4[], $5::int8[], $6::text[], $7::bytea[],
-                              $8::text[], $9::int4[], $10::int4[], $11::text[])",
+                           max_child_failures, failure_action, status, phase_status, dispatch_pending)
+         select id, root_id, parent_id, parent_seq, child_index, kind, input, phase, max_attempts,
+                max_child_failures, failure_action,
+                case when paused then 'paused' else 'pending' end,
+                case when paused then 'paused' else 'not_started' end,
+                not paused
+         from unnest(
+            $1::uuid[],
+            $2::uuid[],
+            $3::uuid[],
+            $4::int4[],
+            $5::int8[],
+            $6::text[],
+            $7::bytea[],
+            $8::text[],
+            $9::int4[],
+            $10::int4[],
+            $11::text[],
+            $12::bool[]
+         ) as c(
+            id,
+            root_id,
+            parent_id,
+            parent_seq,
+            child_index,
+            kind,
+            input,
+            phase,
+            max_attempts,
+            max_child_failures,
+            failure_action,
+            paused
+         )",
     )
     .bind(c.id)
     .bind(c.root_id)
@@ -256,6 +290,7 @@ pub async fn insert_children(tx: &mut Transaction<'_, Postgres>, c: NewChildren)
     .bind(c.max_attempts)
     .bind(c.max_child_failures)
     .bind(c.failure_action)
+    .bind(c.paused)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -319,6 +354,8 @@ pub struct JobWrites {
     pub progress_message: Vec<Option<String>>,
     /// Whether the job became terminal now.
     pub finished: Vec<bool>,
+    /// Whether an ended job runs again: its error, warning and end time go.
+    pub rerun: Vec<bool>,
     /// A new lease for the running phase, from now.
     pub lease_ms: Vec<Option<i64>>,
 }
@@ -336,8 +373,8 @@ pub async fn write_jobs(tx: &mut Transaction<'_, Postgres>, w: JobWrites) -> Res
             phase_started_at = case when d.started then now() else j.phase_started_at end,
             state = case when d.set_state then d.state else j.state end,
             output = case when d.set_output then d.output else j.output end,
-            error = coalesce(d.error, j.error),
-            warning = coalesce(d.warning, j.warning),
+            error = case when d.rerun then d.error else coalesce(d.error, j.error) end,
+            warning = case when d.rerun then d.warning else coalesce(d.warning, j.warning) end,
             dispatch_pending = d.dispatch_pending,
             available_at = case when d.delay_ms is null then j.available_at
                                 else now() + d.delay_ms * interval '1 millisecond' end,
@@ -347,18 +384,19 @@ pub async fn write_jobs(tx: &mut Transaction<'_, Postgres>, w: JobWrites) -> Res
             progress_done = case when d.set_progress then d.progress_done else j.progress_done end,
             progress_total = case when d.set_progress then d.progress_total else j.progress_total end,
             progress_message = case when d.set_progress then d.progress_message else j.progress_message end,
-            finished_at = case when d.finished then clock_timestamp() else j.finished_at end,
+            finished_at = case when d.finished then clock_timestamp()
+                               when d.rerun then null else j.finished_at end,
             lease_until = case when d.lease_ms is not null then clock_timestamp() + d.lease_ms * interval '1 millisecond'
                                when d.phase_status = 'running' then j.lease_until end,
             updated_at = now()
          from unnest($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::int4[], $6::text[], $7::bool[], $8::bool[],
                      $9::bytea[], $10::bool[], $11::bytea[], $12::text[], $13::text[], $14::bool[], $15::int8[],
                      $16::int4[], $17::text[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], $22::int8[],
-                     $23::bool[], $24::int8[], $25::int8[], $26::text[], $27::bool[], $28::int8[])
+                     $23::bool[], $24::int8[], $25::int8[], $26::text[], $27::bool[], $28::int8[], $29::bool[])
               as d(id, status, phase, phase_seq, attempt, phase_status, started, set_state, state, set_output,
                    output, error, warning, dispatch_pending, delay_ms, fanout_seq, resume_phase,
                    children_expected, children_total, children_completed, children_failed, children_cancelled,
-                   set_progress, progress_done, progress_total, progress_message, finished, lease_ms)
+                   set_progress, progress_done, progress_total, progress_message, finished, lease_ms, rerun)
          where j.id = d.id",
     )
     .bind(w.id)
@@ -389,6 +427,7 @@ pub async fn write_jobs(tx: &mut Transaction<'_, Postgres>, w: JobWrites) -> Res
     .bind(w.progress_message)
     .bind(w.finished)
     .bind(w.lease_ms)
+    .bind(w.rerun)
     .execute(&mut **tx)
     .await?;
     Ok(())

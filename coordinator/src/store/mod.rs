@@ -7,6 +7,8 @@
 //! - `batch.rs`: the outcome applier's batch: lock rows, record spawn
 //!   batches, insert children, write changed jobs, history, logs, tree
 //!   counts and counters, all in the applier's transaction.
+//! - `control.rs`: subtree walks (cancel, pause, resume) and the level of
+//!   children each step reads.
 //! - `outbox.rs`: the dispatch queue: a submitted root, the relay's claim
 //!   and mark, and the lease reaper's scan.
 //! - `views.rs`: read-only queries for the HTTP API.
@@ -24,10 +26,12 @@ use tokio_util::sync::CancellationToken;
 use tributary_common::config::mask_url;
 
 mod batch;
+mod control;
 mod outbox;
 mod views;
 
 pub use batch::*;
+pub use control::*;
 pub use outbox::*;
 pub use views::*;
 

@@ -6,7 +6,7 @@ use tributary_common::status::{JobStatus, PhaseStatus, TreeCounts};
 use uuid::Uuid;
 
 use super::Plan;
-use crate::store::{JobWrites, LockedJob, PhaseRows};
+use crate::store::{Action, JobWrites, LockedJob, PhaseRows};
 
 /// A lease as asked for, within one second and one day (a wild value must
 /// not poison the batch with an out-of-range timestamp).
@@ -29,6 +29,8 @@ pub(super) struct JobPlan {
     pub(super) delay_ms: Option<i64>,
     pub(super) progress: Option<(i64, i64, String)>,
     pub(super) lease_ms: Option<i64>,
+    /// An ended job runs again: its error, warning and end time are cleared.
+    pub(super) rerun: bool,
 }
 
 impl JobPlan {
@@ -51,6 +53,7 @@ impl JobPlan {
             delay_ms: None,
             progress: None,
             lease_ms: None,
+            rerun: false,
         }
     }
 
@@ -59,7 +62,10 @@ impl JobPlan {
         self.row.phase_seq == token.seq as i32
             && self.row.attempt == token.attempt as i32
             && self.holds_nonce(token)
-            && matches!(self.status, JobStatus::Pending | JobStatus::Running)
+            && matches!(
+                self.status,
+                JobStatus::Pending | JobStatus::Running | JobStatus::Paused
+            )
             && matches!(
                 self.phase_status,
                 PhaseStatus::NotStarted | PhaseStatus::Running
@@ -72,6 +78,50 @@ impl JobPlan {
     /// it was never given to anyone for this execution.
     pub(super) fn holds_nonce(&self, token: &DispatchToken) -> bool {
         self.row.nonce == token.nonce as i64 && !self.row.dispatch_pending
+    }
+
+    /// The token of the current phase's publish, if it is published and
+    /// not ended: the execution a worker may hold.
+    pub(super) fn published(&self) -> Option<DispatchToken> {
+        let open = matches!(
+            self.phase_status,
+            PhaseStatus::NotStarted | PhaseStatus::Running
+        );
+        (open && !self.row.dispatch_pending && self.row.nonce != 0).then_some(DispatchToken {
+            job_id: self.row.id,
+            seq: self.row.phase_seq as u32,
+            attempt: self.row.attempt as u32,
+            nonce: self.row.nonce as u64,
+        })
+    }
+
+    /// The status it would have without a pause: what decides which spawn
+    /// batches it may still send.
+    pub(super) fn unpaused_status(&self) -> JobStatus {
+        if self.status == JobStatus::Paused {
+            let first = self.row.phase_seq == 1 && self.row.attempt == 1;
+            self.phase_status.resumed_job_status(first)
+        } else {
+            self.status
+        }
+    }
+
+    /// Whether its current fan-out has children that have not ended.
+    pub(super) fn open_children(&self) -> bool {
+        let c = self.counts();
+        self.row.fanout_seq.is_some() && c.total > c.terminal()
+    }
+
+    /// Forgets the fan-out: a job run again starts without one.
+    pub(super) fn close_fanout(&mut self) {
+        self.row.fanout_seq = None;
+        self.row.resume_phase = None;
+        self.row.children_expected = None;
+        self.row.children_total = 0;
+        self.row.children_completed = 0;
+        self.row.children_failed = 0;
+        self.row.children_cancelled = 0;
+        self.dirty = true;
     }
 
     pub(super) fn counts(&self) -> ChildCounts {
@@ -114,12 +164,16 @@ pub(in crate::outcome) struct Writes {
     pub(in crate::outcome) phases: PhaseRows,
     pub(in crate::outcome) logs: Vec<(Uuid, String, String)>,
     pub(in crate::outcome) tree: Vec<(Uuid, TreeCounts)>,
+    /// Subtree walks: (job, action, reason).
+    pub(in crate::outcome) walks: Vec<(Uuid, Action, String)>,
 }
 
 impl Plan {
     /// The changed jobs, one vector per column, with the phase history,
-    /// log lines and non-zero tree deltas.
-    pub(in crate::outcome) fn into_writes(self) -> Writes {
+    /// log lines, non-zero tree deltas and subtree walks to record. A paused
+    /// job's newly queued phase is held first.
+    pub(in crate::outcome) fn into_writes(mut self) -> Writes {
+        self.hold_paused();
         let mut w = JobWrites::default();
         for job in self.jobs.into_values().filter(|j| j.dirty) {
             w.id.push(job.row.id);
@@ -154,6 +208,7 @@ impl Plan {
             w.progress_message.push(m);
             w.finished.push(job.finished);
             w.lease_ms.push(job.lease_ms);
+            w.rerun.push(job.rerun);
         }
         let deltas = self
             .tree
@@ -165,6 +220,7 @@ impl Plan {
             phases: self.phases,
             logs: self.logs,
             tree: deltas,
+            walks: self.walks,
         }
     }
 }

@@ -130,7 +130,7 @@ impl Plan {
             };
             genuine
                 && j.row.phase_seq == seq
-                && match j.status {
+                && match j.unpaused_status() {
                     JobStatus::Pending | JobStatus::Running => true,
                     JobStatus::Waiting => {
                         j.row.fanout_seq == Some(token.seq as i32)
@@ -211,7 +211,8 @@ impl Plan {
     }
 
     /// The children of the accepted spawn batches that are new, one
-    /// vector per column, counted into their trees as pending.
+    /// vector per column, counted into their trees as pending (or paused,
+    /// under a paused parent).
     pub(in crate::outcome) fn new_children(
         &mut self,
         items: &[ReportItem],
@@ -234,7 +235,11 @@ impl Plan {
             if !new_batches.contains(&key) || !seen.insert(key) {
                 continue;
             }
-            let Some(root_id) = self.jobs.get(&token.job_id).map(|p| p.row.root_id) else {
+            let Some((root_id, paused)) = self
+                .jobs
+                .get(&token.job_id)
+                .map(|p| (p.row.root_id, p.status == JobStatus::Paused))
+            else {
                 continue;
             };
             for (i, spec) in specs.iter().enumerate() {
@@ -258,8 +263,16 @@ impl Plan {
                 children
                     .failure_action
                     .push(action_name(options.failure_action.unwrap_or_default()).to_owned());
+                children.paused.push(paused);
             }
-            self.tree_delta(root_id, JobStatus::Pending, specs.len() as i64);
+            // Children of a paused job are born paused: the whole subtree
+            // is held until resume.
+            let status = if paused {
+                JobStatus::Paused
+            } else {
+                JobStatus::Pending
+            };
+            self.tree_delta(root_id, status, specs.len() as i64);
         }
         self.applied.children = children.id.len() as u64;
         children

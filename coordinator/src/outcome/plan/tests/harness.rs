@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::super::{Plan, job_ids, spawn_batches};
 use crate::outcome::Applied;
-use crate::store::{JobWrites, LockedJob, NewChildren};
+use crate::store::{Action, JobWrites, LockedJob, NewChildren};
 
 /// The nonce of every row's latest publish, unless a test says otherwise.
 pub const NONCE: u64 = 7;
@@ -218,6 +218,12 @@ pub struct Run {
     pub children: NewChildren,
     /// Spawn batches recorded: (job, seq, batch).
     pub batches: HashSet<(Uuid, i32, i32)>,
+    /// Executions workers are told to stop.
+    pub stops: Vec<DispatchToken>,
+    /// Subtree walks recorded: (job, action, reason).
+    pub walks: Vec<(Uuid, Action, String)>,
+    /// Why a rerun was refused.
+    pub refusal: Option<String>,
 }
 
 impl Run {
@@ -272,6 +278,26 @@ impl Db {
         self.settle(plan, NewChildren::default(), HashSet::new())
     }
 
+    /// Applies an operator's `action` to `ids`, recording walks of their
+    /// descendants, as the API does.
+    pub fn run_control(&self, ids: &[Uuid], action: Action) -> Run {
+        let mut plan = self.plan(ids);
+        for &id in ids {
+            plan.control(id, action, "cancelled by an operator");
+            plan.walk(id, action, "cancelled by an operator");
+        }
+        self.settle(plan, NewChildren::default(), HashSet::new())
+    }
+
+    /// Runs the ended job `id` again, as the retry route does.
+    pub fn run_rerun(&self, id: Uuid, phase: Option<&str>) -> Run {
+        let mut plan = self.plan(&[id]);
+        let refusal = plan.rerun(id, phase).err();
+        let mut run = self.settle(plan, NewChildren::default(), HashSet::new());
+        run.refusal = refusal;
+        run
+    }
+
     /// Runs `items` through a plan the way `Applier::try_apply` does.
     pub fn run(&self, items: &[ReportItem]) -> Run {
         let mut plan = self.plan(&job_ids(items));
@@ -316,6 +342,7 @@ impl Db {
             plan.add_late_parents(self.lock(&missing));
         }
         let applied = plan.applied();
+        let stops = plan.stops().to_vec();
         let w = plan.into_writes();
         let jobs = (0..w.jobs.id.len())
             .map(|i| (w.jobs.id[i], written(&w.jobs, i)))
@@ -340,6 +367,9 @@ impl Db {
             logs: w.logs,
             children,
             batches: new_batches,
+            stops,
+            walks: w.walks,
+            refusal: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! Every batch runs through the same steps as `Applier::try_apply`, against
 //! rows built by hand ([`harness`]).
 
+mod control;
 mod fan_in;
 mod harness;
 mod outcomes;

@@ -1,0 +1,150 @@
+//! Operators steer a job and its subtree: cancel, pause, resume, retry.
+//!
+//! Each answers `202` with the job's status after the action, and is
+//! idempotent: cancelling a cancelled job, pausing a paused one or resuming
+//! a running one changes nothing and answers the same. The job itself moves
+//! in the request's transaction; its descendants follow through the
+//! sweeper ([`crate::control`]), recorded in that same transaction.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tributary_common::limits;
+use uuid::Uuid;
+
+use super::error::{ApiError, bad};
+use super::{ApiState, no_job, parse_id};
+use crate::store::{self, Action};
+
+/// Longest operator-given reason kept, in bytes.
+const MAX_REASON_BYTES: usize = 512;
+
+/// The optional body of cancel, pause and resume.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlBody {
+    /// Why (kept as a cancelled job's error).
+    reason: Option<String>,
+}
+
+/// The optional body of retry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryBody {
+    /// The phase to run again (default: the one the job ended in).
+    phase: Option<String>,
+}
+
+/// An empty body is the default; anything else must be a JSON object of
+/// the expected shape.
+fn body<T: Default + for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        let status = if e.is_data() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        bad(status, format!("invalid request body: {e}"))
+    })
+}
+
+/// `POST /v1/jobs/{id}/cancel`.
+pub(super) async fn cancel(
+    state: State<ApiState>,
+    id: Path<String>,
+    bytes: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let b: ControlBody = body(&bytes)?;
+    let reason = match b.reason {
+        Some(r) => format!(
+            "cancelled by an operator: {}",
+            limits::one_line(&r, MAX_REASON_BYTES)
+        ),
+        None => "cancelled by an operator".to_owned(),
+    };
+    steer(state, id, Action::Cancel, &reason).await
+}
+
+/// `POST /v1/jobs/{id}/pause`.
+pub(super) async fn pause(
+    state: State<ApiState>,
+    id: Path<String>,
+    bytes: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let _: ControlBody = body(&bytes)?;
+    steer(state, id, Action::Pause, "").await
+}
+
+/// `POST /v1/jobs/{id}/resume`.
+pub(super) async fn resume(
+    state: State<ApiState>,
+    id: Path<String>,
+    bytes: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let _: ControlBody = body(&bytes)?;
+    steer(state, id, Action::Resume, "").await
+}
+
+/// Moves the job now and records the walk of its descendants.
+async fn steer(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    action: Action,
+    reason: &str,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = parse_id(&id)?;
+    if store::job_status(&state.pool, id).await?.is_none() {
+        return Err(no_job(id));
+    }
+    state.applier.control(&[id], action, reason, true).await?;
+    answer(&state, id, action.as_str()).await
+}
+
+/// `POST /v1/jobs/{id}/retry`.
+pub(super) async fn retry(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = parse_id(&id)?;
+    let b: RetryBody = body(&bytes)?;
+    if let Some(phase) = &b.phase
+        && !limits::valid_phase(phase)
+    {
+        return Err(bad(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "invalid phase {:?}: use 1-{} bytes without control characters",
+                limits::one_line(phase, 64),
+                limits::MAX_NAME_BYTES
+            ),
+        ));
+    }
+    if store::job_status(&state.pool, id).await?.is_none() {
+        return Err(no_job(id));
+    }
+    if let Err(reason) = state.applier.rerun(id, b.phase.as_deref()).await? {
+        return Err(bad(StatusCode::CONFLICT, reason));
+    }
+    answer(&state, id, "retry").await
+}
+
+async fn answer(
+    state: &ApiState,
+    id: Uuid,
+    action: &str,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let status = store::job_status(&state.pool, id)
+        .await?
+        .ok_or_else(|| no_job(id))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": id, "action": action, "status": status.as_str() })),
+    ))
+}

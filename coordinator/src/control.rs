@@ -1,0 +1,167 @@
+//! The subtree sweeper: carries an operator's cancel, pause or resume (and
+//! `stop_all`'s cancel) from the job it names down to every descendant.
+//!
+//! ```text
+//!  API / applier ──(job moved + controls row, one tx)──► controls
+//!  sweeper: claim a row ─► children of the level ─► applier.control (≤ BATCH per tx)
+//!           ▲ next level = children that ever fanned out ─┘   delete the row when done
+//! ```
+//!
+//! The walk goes level by level, and reads a level only after the level
+//! above it committed: a job moved by the walk spawns its later children
+//! already moved (born paused, or refused once cancelled), and every child
+//! it spawned before is in the next read. The cost is one indexed read per
+//! level and one transaction per batch of open jobs, never a scan per
+//! event. A coordinator that dies mid-walk leaves its claim to run out;
+//! the walk starts again (every step is idempotent).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tributary_common::status::JobStatus;
+use uuid::Uuid;
+
+use crate::dispatch::sleep_or_cancel;
+use crate::outcome::Applier;
+use crate::store::{self, Action, StoreError, SubtreeControl, WalkedChild};
+
+/// Jobs moved per transaction.
+const BATCH: usize = 1000;
+/// Parents whose children one read fetches.
+const LEVEL_READ: usize = 1000;
+/// How long a claim on a walk lasts; renewed while the walk goes on.
+const CLAIM_SECS: i64 = 60;
+
+/// Walks recorded subtree controls.
+pub struct Sweeper {
+    pool: PgPool,
+    applier: Applier,
+    wake: Arc<Notify>,
+}
+
+impl Sweeper {
+    /// A sweeper moving jobs through `applier`; `wake` makes it look at
+    /// once.
+    pub fn new(pool: PgPool, applier: Applier, wake: Arc<Notify>) -> Self {
+        Self {
+            pool,
+            applier,
+            wake,
+        }
+    }
+
+    /// Walks recorded controls until `cancel` fires.
+    pub async fn run(self, cancel: CancellationToken) {
+        while !cancel.is_cancelled() {
+            match store::claim_control(&self.pool, CLAIM_SECS).await {
+                Ok(Some(control)) => {
+                    let started = Instant::now();
+                    match self.walk(&control, &cancel).await {
+                        Ok(moved) => tracing::info!(
+                            job = %control.job_id,
+                            action = control.action.as_str(),
+                            moved,
+                            elapsed = ?started.elapsed(),
+                            "subtree walk done"
+                        ),
+                        Err(e) => {
+                            tracing::warn!(job = %control.job_id, "subtree walk failed: {e}; it will run again");
+                            sleep_or_cancel(Duration::from_secs(1), &cancel).await;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = self.wake.notified() => {}
+                        // Another coordinator's walks, and claims run out.
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("subtree sweeper cannot read its work: {e}");
+                    sleep_or_cancel(Duration::from_secs(1), &cancel).await;
+                }
+            }
+        }
+    }
+
+    /// Moves every open descendant of the control's job, level by level;
+    /// returns how many jobs it handed to the applier.
+    async fn walk(
+        &self,
+        control: &SubtreeControl,
+        cancel: &CancellationToken,
+    ) -> Result<u64, StoreError> {
+        let mut level = vec![control.job_id];
+        let mut moved = 0u64;
+        let mut renewed = Instant::now();
+        while !level.is_empty() {
+            let mut next = Vec::new();
+            for parents in level.chunks(LEVEL_READ) {
+                if cancel.is_cancelled() {
+                    // Unfinished: the claim runs out and the walk resumes.
+                    return Ok(moved);
+                }
+                let children = store::children_of(&self.pool, parents).await?;
+                let targets: Vec<Uuid> = children
+                    .iter()
+                    .filter(|c| applies(control.action, c.status))
+                    .map(|c| c.id)
+                    .collect();
+                for batch in targets.chunks(BATCH) {
+                    self.applier
+                        .control(batch, control.action, &control.reason, false)
+                        .await?;
+                    moved += batch.len() as u64;
+                }
+                next.extend(
+                    children
+                        .iter()
+                        .filter(|c| c.fanned_out)
+                        .map(|c: &WalkedChild| c.id),
+                );
+                if renewed.elapsed() > Duration::from_secs((CLAIM_SECS / 3) as u64) {
+                    store::renew_control(&self.pool, control.id, CLAIM_SECS).await?;
+                    renewed = Instant::now();
+                }
+            }
+            level = next;
+        }
+        store::finish_control(&self.pool, control.id).await?;
+        Ok(moved)
+    }
+}
+
+/// Whether `action` changes a job in `status` (the rest are skipped
+/// without a transaction; the plan checks again under the row lock).
+fn applies(action: Action, status: JobStatus) -> bool {
+    match action {
+        Action::Cancel => !status.is_terminal(),
+        Action::Pause => matches!(
+            status,
+            JobStatus::Pending | JobStatus::Running | JobStatus::Waiting
+        ),
+        Action::Resume => status == JobStatus::Paused,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_walk_skips_jobs_its_action_cannot_move() {
+        use JobStatus as S;
+        for s in JobStatus::ALL {
+            assert_eq!(applies(Action::Cancel, s), !s.is_terminal(), "{s:?}");
+            assert_eq!(applies(Action::Resume, s), s == S::Paused, "{s:?}");
+        }
+        assert!(applies(Action::Pause, S::Waiting));
+        assert!(!applies(Action::Pause, S::Paused));
+        assert!(!applies(Action::Pause, S::Completed));
+    }
+}

@@ -1,0 +1,184 @@
+//! Subtree control: the `controls` rows the sweeper walks (cancel, pause,
+//! resume of a job's descendants), and the one read the walk needs, a level
+//! of children.
+
+use sqlx::{PgPool, Postgres, Transaction};
+use tributary_common::status::JobStatus;
+use uuid::Uuid;
+
+use super::{Result, trip};
+
+/// What a control does to every job of a subtree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// End every open job as `cancelled`; running phases are told to stop.
+    Cancel,
+    /// Hold dispatch: no new phase starts; running phases finish.
+    Pause,
+    /// Release what a pause held back.
+    Resume,
+}
+
+impl Action {
+    /// The text stored in `controls.action` and shown by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cancel => "cancel",
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "cancel" => Self::Cancel,
+            "pause" => Self::Pause,
+            "resume" => Self::Resume,
+            _ => return None,
+        })
+    }
+}
+
+/// A subtree walk still to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubtreeControl {
+    /// The row, deleted when the walk is done.
+    pub id: i64,
+    /// The job whose descendants the walk reaches.
+    pub job_id: Uuid,
+    /// What it does to them.
+    pub action: Action,
+    /// Why, for the error of a job it cancels.
+    pub reason: String,
+}
+
+/// Records walks of the descendants of jobs (job, action, reason), in the
+/// transaction that applied the action to the job itself.
+pub async fn insert_controls(
+    tx: &mut Transaction<'_, Postgres>,
+    walks: &[(Uuid, Action, String)],
+) -> Result<()> {
+    if walks.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = walks.iter().map(|w| w.0).collect();
+    let actions: Vec<&str> = walks.iter().map(|w| w.1.as_str()).collect();
+    let reasons: Vec<&str> = walks.iter().map(|w| w.2.as_str()).collect();
+    trip();
+    sqlx::query(
+        "insert into controls (job_id, action, reason)
+         select * from unnest(
+            $1::uuid[],
+            $2::text[],
+            $3::text[]
+         )",
+    )
+    .bind(ids)
+    .bind(actions)
+    .bind(reasons)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Claims the oldest walk nobody holds (or whose holder's claim ran out)
+/// for `claim_secs`.
+pub async fn claim_control(pool: &PgPool, claim_secs: i64) -> Result<Option<SubtreeControl>> {
+    trip();
+    let row = sqlx::query_as::<_, (i64, Uuid, String, String)>(
+        "update controls set claimed_until = now() + $1 * interval '1 second'
+         where id = (select id from controls
+                     where claimed_until is null or claimed_until < now()
+                     order by id limit 1
+                     for update skip locked)
+         returning id, job_id, action, reason",
+    )
+    .bind(claim_secs)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|(id, job_id, action, reason)| {
+        Some(SubtreeControl {
+            id,
+            job_id,
+            action: Action::parse(&action)?,
+            reason,
+        })
+    }))
+}
+
+/// Extends a claim while a long walk goes on.
+pub async fn renew_control(pool: &PgPool, id: i64, claim_secs: i64) -> Result<()> {
+    trip();
+    sqlx::query(
+        "update controls set claimed_until = now() + $2 * interval '1 second' where id = $1",
+    )
+    .bind(id)
+    .bind(claim_secs)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Deletes a finished walk.
+pub async fn finish_control(pool: &PgPool, id: i64) -> Result<()> {
+    trip();
+    sqlx::query("delete from controls where id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Walks not finished yet.
+pub async fn controls_pending(pool: &PgPool) -> Result<i64> {
+    trip();
+    Ok(sqlx::query_scalar("select count(*) from controls")
+        .fetch_one(pool)
+        .await?)
+}
+
+/// A child met by a walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalkedChild {
+    /// The child.
+    pub id: Uuid,
+    /// Its status now.
+    pub status: JobStatus,
+    /// Whether it ever fanned out: only those can have children.
+    pub fanned_out: bool,
+}
+
+/// The children of `parents`, whatever their status (an ended job may
+/// still have open descendants from a fan-out it did not wait for).
+pub async fn children_of(pool: &PgPool, parents: &[Uuid]) -> Result<Vec<WalkedChild>> {
+    if parents.is_empty() {
+        return Ok(Vec::new());
+    }
+    trip();
+    let rows = sqlx::query_as::<_, (Uuid, String, bool)>(
+        "select id, status, fanout_seq is not null from jobs where parent_id = any($1)",
+    )
+    .bind(parents)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, status, fanned_out)| {
+            Some(WalkedChild {
+                id,
+                status: JobStatus::parse(&status)?,
+                fanned_out,
+            })
+        })
+        .collect())
+}
+
+/// A job's status, if the job exists.
+pub async fn job_status(pool: &PgPool, id: Uuid) -> Result<Option<JobStatus>> {
+    trip();
+    let status: Option<String> = sqlx::query_scalar("select status from jobs where id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(status.as_deref().and_then(JobStatus::parse))
+}
