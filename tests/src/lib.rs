@@ -362,6 +362,24 @@ impl TestCluster {
         )
     }
 
+    /// POSTs `body` (none: an empty body) to `path`; the status and the
+    /// answer as JSON (or as a string if it is not JSON).
+    pub async fn post(&self, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.url));
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let resp = req.send().await.expect("POST");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let resp = self
             .http

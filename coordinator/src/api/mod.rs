@@ -349,6 +349,7 @@ async fn job(
                             "error": null, "finished_ms": j.finished_ms }));
     }
     let terminal = j.children_completed + j.children_failed + j.children_cancelled;
+    let walking = store::walks_of(&state.pool, id).await?;
     Ok(Json(json!({
         "id": j.id,
         "root_id": j.root_id,
@@ -375,6 +376,8 @@ async fn job(
         "output": payload_json(j.output.as_deref()),
         "error": j.error,
         "warning": j.warning,
+        // Actions still being carried down the job's subtree.
+        "control_pending": walking,
         "created_ms": j.created_ms,
         "updated_ms": j.updated_ms,
         "finished_ms": j.finished_ms,

@@ -182,3 +182,14 @@ pub async fn job_status(pool: &PgPool, id: Uuid) -> Result<Option<JobStatus>> {
         .await?;
     Ok(status.as_deref().and_then(JobStatus::parse))
 }
+
+/// The actions still being carried down `id`'s subtree, oldest first.
+pub async fn walks_of(pool: &PgPool, id: Uuid) -> Result<Vec<String>> {
+    trip();
+    Ok(
+        sqlx::query_scalar("select action from controls where job_id = $1 order by id")
+            .bind(id)
+            .fetch_all(pool)
+            .await?,
+    )
+}

@@ -8,6 +8,7 @@ mod api;
 mod attacks;
 mod auth;
 mod chaos;
+mod control;
 mod fanout;
 mod faults;
 mod kinds;

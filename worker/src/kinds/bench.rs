@@ -74,7 +74,11 @@ impl Job for Leaf {
         let sleep_ms = MAX_SLEEP_MS.check(input.sleep_ms)?;
         let work_us = MAX_WORK_US.check(input.work_us)?;
         if sleep_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
+            // Cooperative cancellation: a cancelled leaf stops sleeping.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
+                _ = ctx.cancelled() => return Err(PhaseError::retryable("cancelled")),
+            }
         }
         if work_us > 0 {
             run_blocking("busy work", move || spin(Duration::from_micros(work_us))).await?;
@@ -194,7 +198,10 @@ impl Job for FanOut {
                     ctx.progress(next, n, "spawning");
                 }
                 if pause_ms > 0 {
-                    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(pause_ms)) => {}
+                        _ = ctx.cancelled() => return Err(PhaseError::retryable("cancelled")),
+                    }
                 }
                 Ok(Step::wait("sum"))
             }
