@@ -99,6 +99,23 @@ impl Api {
             .context("the coordinator answered no id")
     }
 
+    /// Steers a job and its subtree: `action` is `cancel`, `pause`,
+    /// `resume` or `retry`, with an optional JSON body. Returns the answer
+    /// (`{"id", "action", "status"}`).
+    pub async fn steer(
+        &self,
+        id: &str,
+        action: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}/v1/jobs/{id}/{action}", self.base);
+        let mut request = self.http.post(&url);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        self.answer(request, &format!("{action} {id}")).await
+    }
+
     /// A job's status.
     pub async fn job(&self, id: &str) -> anyhow::Result<Value> {
         self.get(&format!("/v1/jobs/{id}")).await

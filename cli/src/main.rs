@@ -1,5 +1,6 @@
 //! `tributary`: the command line. Talks to a coordinator's HTTP API
-//! (`submit`, `status`, `watch`, `logs`), runs a local fleet (`demo`), and
+//! (`submit`, `status`, `watch`, `logs`, `cancel`, `pause`, `resume`,
+//! `retry`), runs a local fleet (`demo`), and
 //! also is the coordinator and the worker (`coordinator`, `worker`), so
 //! one binary is enough on a laptop.
 
@@ -72,6 +73,35 @@ enum Command {
         /// Job id.
         id: String,
     },
+    /// Cancel a job and every open job below it; running phases are told
+    /// to stop.
+    Cancel {
+        /// Job id.
+        id: String,
+        /// Why (kept as the job's error).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Pause a job and its subtree: no new phase starts; running phases
+    /// finish.
+    Pause {
+        /// Job id.
+        id: String,
+    },
+    /// Resume a paused job and its subtree.
+    Resume {
+        /// Job id.
+        id: String,
+    },
+    /// Run a failed or cancelled job again, from the phase it ended in (or
+    /// --phase), with a fresh attempt budget.
+    Retry {
+        /// Job id.
+        id: String,
+        /// The phase to run again.
+        #[arg(long)]
+        phase: Option<String>,
+    },
     /// Run a coordinator (same flags and variables as tributary-coordinator).
     Coordinator(tributary_coordinator::Settings),
     /// Run a worker with the built-in kinds (same flags as tributary-worker).
@@ -133,10 +163,35 @@ async fn run_client(api: &client::Api, command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Logs { id } => api.logs(&id).await,
+        Command::Cancel { id, reason } => {
+            let body = reason.map(|r| serde_json::json!({ "reason": r }));
+            steer(api, &id, "cancel", body).await
+        }
+        Command::Pause { id } => steer(api, &id, "pause", None).await,
+        Command::Resume { id } => steer(api, &id, "resume", None).await,
+        Command::Retry { id, phase } => {
+            let body = phase.map(|p| serde_json::json!({ "phase": p }));
+            steer(api, &id, "retry", body).await
+        }
         Command::Demo(_) | Command::Bench(_) | Command::Coordinator(_) | Command::Worker(_) => {
             anyhow::bail!("not an API command")
         }
     }
+}
+
+/// Sends a control action and prints where the job stands now.
+async fn steer(
+    api: &client::Api,
+    id: &str,
+    action: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<()> {
+    let answer = api.steer(id, action, body.as_ref()).await?;
+    println!(
+        "{action}: job {id} is {}",
+        answer["status"].as_str().unwrap_or("unknown")
+    );
+    Ok(())
 }
 
 async fn submit(

@@ -33,7 +33,7 @@ const BATCH: usize = 1000;
 /// Parents whose children one read fetches.
 const LEVEL_READ: usize = 1000;
 /// How long a claim on a walk lasts; renewed while the walk goes on.
-const CLAIM_SECS: i64 = 60;
+const CLAIM_SECS: i64 = 15;
 
 /// Walks recorded subtree controls.
 pub struct Sweeper {

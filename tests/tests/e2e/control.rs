@@ -96,6 +96,32 @@ async fn cancel_stops_a_large_tree_within_seconds_with_nothing_left() {
 }
 
 #[tokio::test]
+async fn a_cancel_survives_the_coordinator_killed_mid_walk() {
+    let mut c = TestCluster::start().await;
+    let n = 10_000;
+    let root = c
+        .submit("bench.fanout", json!({ "n": n, "sleep_ms": 100 }))
+        .await;
+    wait_completed_children(&c, root, 200).await;
+    let (status, _) = c.post(&format!("/v1/jobs/{root}/cancel"), None).await;
+    assert_eq!(status, 202);
+    // Killed before its walk reached every child; a new coordinator takes
+    // the walk over once the dead one's claim runs out.
+    c.kill_coordinator().await;
+    c.start_coordinator().await;
+    c.eventually(
+        "every job of the tree ended after the restart",
+        Duration::from_secs(90),
+        || async { (open_and_running(&c, root).await == (0, 0)).then_some(()) },
+    )
+    .await;
+    c.assert_tree_exact(root).await;
+    assert_eq!(c.job(root).await["control_pending"], json!([]));
+    c.report("cancel-coordinator-killed-mid-walk", 1).await;
+    c.shutdown().await;
+}
+
+#[tokio::test]
 async fn pause_holds_a_tree_and_resume_releases_exactly_what_was_held() {
     let c = TestCluster::start().await;
     let n = 400;
@@ -308,5 +334,31 @@ async fn control_routes_refuse_bad_requests_with_a_reason() {
     }
     let job = c.wait_for(id, "completed", Duration::from_secs(30)).await;
     assert_eq!(job["output"], 7);
+    // The CLI: each action prints where the job stands; a refusal exits 1
+    // with the coordinator's reason.
+    let cli = |args: Vec<String>| {
+        let url = c.url.clone();
+        async move {
+            tokio::process::Command::new(tributary_tests::bin("tributary"))
+                .args(args)
+                .env("TRIBUTARY_COORDINATOR_URL", url)
+                .output()
+                .await
+                .expect("run tributary")
+        }
+    };
+    let out = cli(vec!["cancel".into(), id.to_string()]).await;
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("cancel: job {id} is completed")
+    );
+    let out = cli(vec!["retry".into(), id.to_string()]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("409") && err.contains("only a failed or cancelled job"),
+        "{err}"
+    );
     c.shutdown().await;
 }
