@@ -19,6 +19,7 @@
 //!   migrate, the applier's batch, the outbox, read-only views).
 //! - [`dispatch`]: the relay that publishes committed dispatches.
 //! - [`outcome`]: the batched outcome applier and fan-in.
+//! - [`events`]: live events (SSE) over the durable event log.
 //! - [`control`]: the sweeper that carries cancel, pause and resume down a
 //!   subtree.
 //! - [`lease`]: retries started phases whose lease (heartbeats) ran out.
@@ -28,6 +29,7 @@ pub mod api;
 pub mod auth;
 pub mod control;
 pub mod dispatch;
+pub mod events;
 pub mod lease;
 pub mod metrics;
 pub mod outcome;
@@ -209,6 +211,13 @@ impl Application {
         .with_stops(stops_rx);
         let sweeper = control::Sweeper::new(self.pool.clone(), applier.clone(), sweep_wake);
         let sweeper_task = tokio::spawn(sweeper.run(cancel.clone()));
+        let hub = events::Hub::new(self.pool.clone(), cancel.clone());
+        let listen_task = tokio::spawn(hub.clone().listen());
+        let prune_task = tokio::spawn(events::prune(
+            self.pool.clone(),
+            std::time::Duration::from_secs(self.settings.events_retention_secs),
+            cancel.clone(),
+        ));
         let reaper = lease::LeaseReaper::new(
             self.pool.clone(),
             applier.clone(),
@@ -230,11 +239,14 @@ impl Application {
             tokens: Arc::new(self.settings.tokens()),
             request_timeout: server.request_timeout,
             applier: applier.clone(),
+            hub,
         });
         server::serve(self.listener, app, &server, cancel.clone()).await;
         let _ = relay_task.await;
         let _ = reaper_task.await;
         let _ = sweeper_task.await;
+        let _ = listen_task.await;
+        let _ = prune_task.await;
         let _ = applier_task.await;
         self.pool.close().await;
         Ok(())

@@ -66,6 +66,14 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub lease_sweep_ms: u64,
+    /// How long the event log keeps events for SSE resumes, in seconds.
+    #[arg(
+        long,
+        env = "TRIBUTARY_EVENTS_RETENTION_SECS",
+        default_value_t = 86_400,
+        hide_env_values = true
+    )]
+    pub events_retention_secs: u64,
     /// Postgres connections in the pool.
     #[arg(
         long,
@@ -135,11 +143,12 @@ pub struct HttpSettings {
         hide_env_values = true
     )]
     pub http_idle_timeout_secs: u64,
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections served at once; more wait in the listen backlog. Each
+    /// open event stream holds one (keep the process's file limit above).
     #[arg(
         long,
         env = "TRIBUTARY_HTTP_MAX_CONNECTIONS",
-        default_value_t = 512,
+        default_value_t = 4096,
         hide_env_values = true
     )]
     pub http_max_connections: usize,
@@ -205,7 +214,7 @@ mod tests {
         assert_eq!(server.header_timeout, Duration::from_secs(10));
         assert_eq!(server.request_timeout, Duration::from_secs(30));
         assert_eq!(server.idle_timeout, Duration::from_secs(60));
-        assert_eq!(server.max_connections, 512);
+        assert_eq!(server.max_connections, 4096);
     }
 
     #[test]

@@ -234,6 +234,36 @@ impl TestCluster {
         self.coordinator = Some(child);
     }
 
+    /// Starts another coordinator on the same database and namespace, on
+    /// a port of its own; returns it and its base URL.
+    pub async fn extra_coordinator(&self) -> (tokio::process::Child, String) {
+        let mut child = Command::new(bin("tributary-coordinator"))
+            .env("TRIBUTARY_LISTEN", "127.0.0.1:0")
+            .env("TRIBUTARY_DATABASE_URL", &self.process_database_url)
+            .env("TRIBUTARY_AMQP_URL", &self.process_amqp_url)
+            .env("TRIBUTARY_NAMESPACE", &self.namespace)
+            .envs(self.options.coordinator_env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(log_target())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start another coordinator");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the other coordinator did not start within 60 s")
+            .expect("read its stdout");
+        let addr = match line
+            .as_deref()
+            .and_then(|l| l.strip_prefix("listening on "))
+        {
+            Some(addr) => addr.trim().to_owned(),
+            None => panic!("the other coordinator said {line:?}"),
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        (child, format!("http://{addr}"))
+    }
+
     fn worker_command(&self) -> Command {
         let mut cmd = Command::new(bin("tributary-worker"));
         cmd.env("TRIBUTARY_AMQP_URL", &self.process_amqp_url)

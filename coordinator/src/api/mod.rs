@@ -9,6 +9,7 @@
 //! | `GET /v1/jobs/{id}/tree` | counts by status for the job's whole tree |
 //! | `GET /v1/jobs/{id}/logs` | log lines (`after`, `limit`) |
 //! | `GET /v1/jobs/{id}/timing` | latest fan-out: child latency p50/p99, fan-in latency |
+//! | `GET /v1/jobs/{id}/events` | Server-Sent Events of the job's tree: `snapshot`, `status`, `counts`, `progress`, `log`; resume with `Last-Event-ID` or `?after=` |
 //! | `POST /v1/jobs/{id}/cancel` | cancel the job and every open descendant (`{"reason"?}`); `202` |
 //! | `POST /v1/jobs/{id}/pause` | hold dispatch for the job and its subtree; `202` |
 //! | `POST /v1/jobs/{id}/resume` | release what a pause held; `202` |
@@ -53,6 +54,7 @@ pub mod error;
 pub use self::error::ApiError;
 use self::error::{bad, json_errors, no_route, request_timeout, unavailable};
 use crate::auth::Tokens;
+use crate::events::Hub;
 use crate::metrics::Metrics;
 use crate::outcome::Applier;
 use crate::store::{self, NewRoot};
@@ -83,6 +85,8 @@ pub struct ApiState {
     pub request_timeout: Duration,
     /// Moves jobs for cancel, pause, resume and retry.
     pub applier: Applier,
+    /// Live event streams.
+    pub hub: Arc<Hub>,
 }
 
 /// The request body limit for an input cap: twice the cap (JSON is
@@ -108,6 +112,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs/{id}/tree", get(tree))
         .route("/v1/jobs/{id}/logs", get(logs))
         .route("/v1/jobs/{id}/timing", get(timing))
+        .route("/v1/jobs/{id}/events", get(events))
         .route("/v1/jobs/{id}/cancel", post(control::cancel))
         .route("/v1/jobs/{id}/pause", post(control::pause))
         .route("/v1/jobs/{id}/resume", post(control::resume))
@@ -382,6 +387,46 @@ async fn job(
         "updated_ms": j.updated_ms,
         "finished_ms": j.finished_ms,
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    #[serde(default)]
+    after: Option<i64>,
+}
+
+/// `GET /v1/jobs/{id}/events`: the tree's events as Server-Sent Events,
+/// from `Last-Event-ID` (or `?after=`), else from a snapshot of now.
+async fn events(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let resume = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| {
+                    bad(
+                        StatusCode::BAD_REQUEST,
+                        "Last-Event-ID must be an event id (a non-negative integer)",
+                    )
+                })?,
+        ),
+        None => q.after,
+    };
+    if resume.is_some_and(|n| n < 0) {
+        return Err(bad(StatusCode::BAD_REQUEST, "after must be non-negative"));
+    }
+    let Some(root) = store::root_of(&state.pool, id).await? else {
+        return Err(no_job(id));
+    };
+    Ok(state.hub.stream(root, id, resume).await?.into_response())
 }
 
 #[derive(Deserialize)]

@@ -8,8 +8,6 @@ use std::collections::HashSet;
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use tributary_common::status::{JobStatus, TreeCounts};
-
 use super::{Result, trip};
 
 /// The fields of a job the outcome applier decides with, read under a row lock.
@@ -503,40 +501,6 @@ pub async fn insert_logs(
     .bind(messages)
     .execute(&mut **tx)
     .await?;
-    Ok(())
-}
-
-/// Adds per-tree deltas, one statement for all trees in a batch.
-pub async fn add_tree_deltas(
-    tx: &mut Transaction<'_, Postgres>,
-    deltas: &[(Uuid, TreeCounts)],
-) -> Result<()> {
-    if deltas.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<Uuid> = deltas.iter().map(|d| d.0).collect();
-    // One column per status, bound in the order the statement names them.
-    let cols = JobStatus::ALL.map(|status| {
-        deltas
-            .iter()
-            .map(|(_, d)| d.get(status))
-            .collect::<Vec<i64>>()
-    });
-    trip();
-    let mut q = sqlx::query(
-        "update tree_summary t set
-            pending = t.pending + d.pending, running = t.running + d.running, waiting = t.waiting + d.waiting,
-            paused = t.paused + d.paused, completed = t.completed + d.completed, failed = t.failed + d.failed,
-            cancelled = t.cancelled + d.cancelled, updated_at = now()
-         from unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::int8[])
-              as d(root_id, pending, running, waiting, paused, completed, failed, cancelled)
-         where t.root_id = d.root_id",
-    )
-    .bind(ids);
-    for c in cols {
-        q = q.bind(c);
-    }
-    q.execute(&mut **tx).await?;
     Ok(())
 }
 

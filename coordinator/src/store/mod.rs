@@ -9,6 +9,8 @@
 //!   counts and counters, all in the applier's transaction.
 //! - `control.rs`: subtree walks (cancel, pause, resume) and the level of
 //!   children each step reads.
+//! - `events.rs`: the event log behind the SSE streams (written with the
+//!   tree counts, read by tree and id, pruned by age).
 //! - `outbox.rs`: the dispatch queue: a submitted root, the relay's claim
 //!   and mark, and the lease reaper's scan.
 //! - `views.rs`: read-only queries for the HTTP API.
@@ -27,11 +29,13 @@ use tributary_common::config::mask_url;
 
 mod batch;
 mod control;
+mod events;
 mod outbox;
 mod views;
 
 pub use batch::*;
 pub use control::*;
+pub use events::*;
 pub use outbox::*;
 pub use views::*;
 

@@ -9,6 +9,7 @@ mod attacks;
 mod auth;
 mod chaos;
 mod control;
+mod events;
 mod fanout;
 mod faults;
 mod kinds;

@@ -8,13 +8,11 @@
 //! `TRIBUTARY_SOAK=1` scales them up (more kills, larger fan-outs);
 //! `TRIBUTARY_SEED=n` replays a run.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tributary_tests::{ClusterOptions, TestCluster, bin};
+use tokio::process::Child;
+use tributary_tests::{ClusterOptions, TestCluster};
 use uuid::Uuid;
 
 fn soak() -> bool {
@@ -123,30 +121,7 @@ async fn the_coordinator_killed_at_random_points_loses_nothing() {
 
 /// Starts a second coordinator on the cluster's database and namespace.
 async fn second_coordinator(c: &TestCluster) -> Child {
-    let mut child = Command::new(bin("tributary-coordinator"))
-        .env("TRIBUTARY_LISTEN", "127.0.0.1:0")
-        .env("TRIBUTARY_DATABASE_URL", &c.process_database_url)
-        .env("TRIBUTARY_AMQP_URL", &c.process_amqp_url)
-        .env("TRIBUTARY_NAMESPACE", &c.namespace)
-        .stdout(Stdio::piped())
-        .stderr(if std::env::var_os("TEST_LOG").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start a second coordinator");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .expect("it starts");
-    assert!(
-        matches!(line, Ok(Some(ref l)) if l.starts_with("listening on")),
-        "{line:?}"
-    );
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    child
+    c.extra_coordinator().await.0
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,7 +6,9 @@ use tributary_common::status::{JobStatus, PhaseStatus, TreeCounts};
 use uuid::Uuid;
 
 use super::Plan;
-use crate::store::{Action, JobWrites, LockedJob, PhaseRows};
+use serde_json::json;
+
+use crate::store::{Action, EventKind, JobWrites, LockedJob, NewEvents, PhaseRows};
 
 /// A lease as asked for, within one second and one day (a wild value must
 /// not poison the batch with an out-of-range timestamp).
@@ -31,6 +33,9 @@ pub(super) struct JobPlan {
     pub(super) lease_ms: Option<i64>,
     /// An ended job runs again: its error, warning and end time are cleared.
     pub(super) rerun: bool,
+    /// Status, phase status and phase number as locked: a change of any is
+    /// an event.
+    pub(super) locked: (JobStatus, PhaseStatus, i32),
 }
 
 impl JobPlan {
@@ -40,6 +45,7 @@ impl JobPlan {
         let status = JobStatus::parse(&row.status).unwrap_or(JobStatus::Cancelled);
         let phase_status = PhaseStatus::parse(&row.phase_status).unwrap_or(PhaseStatus::Skipped);
         Self {
+            locked: (status, phase_status, row.phase_seq),
             row,
             status,
             phase_status,
@@ -55,6 +61,20 @@ impl JobPlan {
             lease_ms: None,
             rerun: false,
         }
+    }
+
+    /// Whether a watcher hears about this job's moves one by one: roots,
+    /// parents, and jobs that failed. Other leaves show in the tree's
+    /// counts, so a 100k-child fan-out does not write 100k events.
+    pub(super) fn watched(&self) -> bool {
+        self.row.parent_id.is_none()
+            || self.row.fanout_seq.is_some()
+            || self.status == JobStatus::Failed
+    }
+
+    /// Whether its status, phase status or phase moved in this batch.
+    pub(super) fn moved(&self) -> bool {
+        self.locked != (self.status, self.phase_status, self.row.phase_seq)
     }
 
     /// Whether `token` names the execution this job is waiting on.
@@ -166,6 +186,9 @@ pub(in crate::outcome) struct Writes {
     pub(in crate::outcome) tree: Vec<(Uuid, TreeCounts)>,
     /// Subtree walks: (job, action, reason).
     pub(in crate::outcome) walks: Vec<(Uuid, Action, String)>,
+    /// Events for watchers (besides the tree counts, which the store
+    /// writes from the tree deltas).
+    pub(in crate::outcome) events: NewEvents,
 }
 
 impl Plan {
@@ -175,7 +198,44 @@ impl Plan {
     pub(in crate::outcome) fn into_writes(mut self) -> Writes {
         self.hold_paused();
         let mut w = JobWrites::default();
+        let mut events = NewEvents::default();
+        for (job_id, level, message) in &self.logs {
+            if let Some(job) = self.jobs.get(job_id) {
+                events.push(
+                    job.row.root_id,
+                    *job_id,
+                    EventKind::Log,
+                    json!({ "level": level, "message": message }),
+                );
+            }
+        }
         for job in self.jobs.into_values().filter(|j| j.dirty) {
+            if job.moved() && job.watched() {
+                events.push(
+                    job.row.root_id,
+                    job.row.id,
+                    EventKind::Status,
+                    json!({
+                        "status": job.status.as_str(),
+                        "phase": job.row.phase,
+                        "phase_seq": job.row.phase_seq,
+                        "attempt": job.row.attempt,
+                        "phase_status": job.phase_status.as_str(),
+                        "error": job.error,
+                        "warning": job.warning,
+                    }),
+                );
+            }
+            if let Some((done, total, message)) = &job.progress
+                && (*total > 0 || !message.is_empty())
+            {
+                events.push(
+                    job.row.root_id,
+                    job.row.id,
+                    EventKind::Progress,
+                    json!({ "done": done, "total": total, "message": message }),
+                );
+            }
             w.id.push(job.row.id);
             w.status.push(job.status.as_str().to_owned());
             w.phase.push(job.row.phase);
@@ -221,6 +281,7 @@ impl Plan {
             logs: self.logs,
             tree: deltas,
             walks: self.walks,
+            events,
         }
     }
 }
