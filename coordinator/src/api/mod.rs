@@ -6,7 +6,7 @@
 //! | `POST /v1/jobs` | submit `{kind, input, options?}`; answers `201 {"id"}` with `Location` |
 //! | `GET /v1/jobs/{id}` | status, phase, phases, children counts, output or error |
 //! | `GET /v1/jobs/{id}/children` | children in spawn order (`after`, `limit`, `seq`, `format=json\|msgpack`), at most about 8 MiB a page |
-//! | `GET /v1/jobs/{id}/tree` | counts by status for the job's whole tree |
+//! | `GET /v1/jobs/{id}/tree` | counts by status for the job's whole tree, and by phase and status |
 //! | `GET /v1/jobs/{id}/logs` | log lines (`after`, `limit`) |
 //! | `GET /v1/jobs/{id}/timing` | latest fan-out: child latency p50/p99, fan-in latency |
 //! | `GET /v1/jobs/{id}/events` | Server-Sent Events of the job's tree: `snapshot`, `status`, `counts`, `progress`, `log`; resume with `Last-Event-ID` or `?after=` |
@@ -509,6 +509,12 @@ async fn tree(
         return Err(no_job(id));
     };
     let counts = store::tree(&state.pool, root_id).await?.unwrap_or_default();
+    let mut phases = serde_json::Map::new();
+    for (phase, status, n) in store::tree_phases(&state.pool, root_id).await? {
+        if let Value::Object(m) = phases.entry(phase).or_insert_with(|| json!({})) {
+            m.insert(status, json!(n));
+        }
+    }
     let total = counts.total();
     let done = counts.terminal();
     let mut by_status = serde_json::Map::new();
@@ -519,6 +525,8 @@ async fn tree(
         "root_id": root_id,
         "jobs": total,
         "counts": by_status,
+        // Where the jobs are: counts by status within each phase.
+        "phases": phases,
         "progress": if total > 0 { done as f64 / total as f64 } else { 0.0 },
     })))
 }

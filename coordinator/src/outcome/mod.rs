@@ -432,7 +432,7 @@ async fn write(
     store::write_jobs(tx, writes.jobs).await?;
     store::insert_phases(tx, writes.phases).await?;
     store::insert_logs(tx, &writes.logs).await?;
-    store::write_tree_and_events(tx, &writes.tree, writes.events).await?;
+    store::write_tree_and_events(tx, &writes.tree, &writes.phase_counts, writes.events).await?;
     store::insert_controls(tx, &writes.walks).await?;
     store::add_counter(tx, "fenced_reports", applied.fenced as i64).await?;
     store::add_counter(tx, "forged_reports", applied.forged as i64).await?;

@@ -69,6 +69,9 @@ pub(super) struct Plan {
     stops: Vec<DispatchToken>,
     /// Subtree walks to record: (job, action, reason).
     walks: Vec<(Uuid, Action, String)>,
+    /// New children counted into their trees by phase, sorted so batches
+    /// lock the rows in one order.
+    phase_counts: std::collections::BTreeMap<(Uuid, String, JobStatus), i64>,
 }
 
 /// The jobs `items` name, sorted and without repeats: the rows to lock.
@@ -92,6 +95,7 @@ impl Plan {
             parent_deltas: HashMap::new(),
             stops: Vec::new(),
             walks: Vec::new(),
+            phase_counts: Default::default(),
         };
         for row in rows {
             plan.insert(row);

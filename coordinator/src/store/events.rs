@@ -62,7 +62,8 @@ impl NewEvents {
     }
 }
 
-/// Adds the batch's per-tree deltas and appends its events, then asks
+/// Adds the batch's per-tree deltas (by status, and by phase and status)
+/// and appends its events, then asks
 /// Postgres to wake every stream watching a tree that changed (delivered
 /// at commit). Each tree's summary row is locked (updated) before any of
 /// its events takes an id, so one tree's events are numbered in commit
@@ -71,9 +72,10 @@ impl NewEvents {
 pub async fn write_tree_and_events(
     tx: &mut Transaction<'_, Postgres>,
     deltas: &[(Uuid, TreeCounts)],
+    by_phase: &[(Uuid, String, JobStatus, i64)],
     events: NewEvents,
 ) -> Result<()> {
-    if deltas.is_empty() && events.is_empty() {
+    if deltas.is_empty() && events.is_empty() && by_phase.is_empty() {
         return Ok(());
     }
     let mut roots: Vec<Uuid> = deltas.iter().map(|d| d.0).collect();
@@ -146,6 +148,29 @@ pub async fn write_tree_and_events(
         q = q.bind(c);
     }
     q.execute(&mut **tx).await?;
+    if !by_phase.is_empty() {
+        let roots: Vec<Uuid> = by_phase.iter().map(|p| p.0).collect();
+        let phases: Vec<&str> = by_phase.iter().map(|p| p.1.as_str()).collect();
+        let statuses: Vec<&str> = by_phase.iter().map(|p| p.2.as_str()).collect();
+        let ns: Vec<i64> = by_phase.iter().map(|p| p.3).collect();
+        trip();
+        sqlx::query(
+            "insert into tree_phases (root_id, phase, status, n)
+             select * from unnest(
+                $1::uuid[],
+                $2::text[],
+                $3::text[],
+                $4::int8[]
+             )
+             on conflict (root_id, phase, status) do update set n = tree_phases.n + excluded.n",
+        )
+        .bind(roots)
+        .bind(phases)
+        .bind(statuses)
+        .bind(ns)
+        .execute(&mut **tx)
+        .await?;
+    }
     if !events.is_empty() {
         trip();
         sqlx::query(

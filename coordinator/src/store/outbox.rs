@@ -49,6 +49,14 @@ pub async fn insert_root(pool: &PgPool, job: &NewRoot<'_>) -> Result<()> {
         .bind(job.id)
         .execute(&mut *tx)
         .await?;
+    trip();
+    sqlx::query(
+        "insert into tree_phases (root_id, phase, status, n) values ($1, $2, 'pending', 1)",
+    )
+    .bind(job.id)
+    .bind(job.phase)
+    .execute(&mut *tx)
+    .await?;
     commit(tx).await
 }
 

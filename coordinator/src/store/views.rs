@@ -225,6 +225,17 @@ pub async fn tree(pool: &PgPool, root: Uuid) -> Result<Option<TreeCounts>> {
     .transpose()
 }
 
+/// Where `root`'s tree's jobs are: (phase, status, count), counts not 0.
+pub async fn tree_phases(pool: &PgPool, root: Uuid) -> Result<Vec<(String, String, i64)>> {
+    trip();
+    Ok(sqlx::query_as(
+        "select phase, status, n from tree_phases where root_id = $1 and n <> 0 order by phase, status",
+    )
+    .bind(root)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// A job log line.
 #[derive(Debug, sqlx::FromRow)]
 pub struct LogRow {

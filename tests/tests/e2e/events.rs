@@ -157,6 +157,16 @@ async fn a_watcher_sees_the_tree_fill_up_and_resumes_without_loss() {
         }
     };
     assert_eq!(last_counts.data["counts"]["running"], 0);
+    // The tree by phase: every job counted once, the root done in "sum".
+    let (_, tree) = c.get(&format!("/v1/jobs/{root}/tree")).await;
+    let phases = tree["phases"].as_object().expect("phases").clone();
+    let counted: i64 = phases
+        .values()
+        .flat_map(|by_status| by_status.as_object().into_iter().flatten())
+        .map(|(_, n)| n.as_i64().unwrap_or_default())
+        .sum();
+    assert_eq!(counted, n as i64 + 1, "{tree}");
+    assert_eq!(tree["phases"]["sum"]["completed"], 1, "{tree}");
 
     // Resume from the middle: exactly the events after it, no snapshot.
     let non_counts: Vec<&Sse> = all.iter().filter(|e| e.event != "counts").collect();

@@ -36,6 +36,8 @@ pub(super) struct JobPlan {
     /// Status, phase status and phase number as locked: a change of any is
     /// an event.
     pub(super) locked: (JobStatus, PhaseStatus, i32),
+    /// The phase name as locked, for the tree's counts by phase.
+    pub(super) locked_phase: String,
 }
 
 impl JobPlan {
@@ -46,6 +48,7 @@ impl JobPlan {
         let phase_status = PhaseStatus::parse(&row.phase_status).unwrap_or(PhaseStatus::Skipped);
         Self {
             locked: (status, phase_status, row.phase_seq),
+            locked_phase: row.phase.clone(),
             row,
             status,
             phase_status,
@@ -189,6 +192,9 @@ pub(in crate::outcome) struct Writes {
     /// Events for watchers (besides the tree counts, which the store
     /// writes from the tree deltas).
     pub(in crate::outcome) events: NewEvents,
+    /// Moves of the tree's counts by phase: (root, phase, status, delta),
+    /// sorted, none zero.
+    pub(in crate::outcome) phase_counts: Vec<(Uuid, String, JobStatus, i64)>,
 }
 
 impl Plan {
@@ -209,7 +215,17 @@ impl Plan {
                 );
             }
         }
+        let mut by_phase = std::mem::take(&mut self.phase_counts);
         for job in self.jobs.into_values().filter(|j| j.dirty) {
+            if (job.locked.0, job.locked_phase.as_str()) != (job.status, job.row.phase.as_str()) {
+                let root = job.row.root_id;
+                *by_phase
+                    .entry((root, job.locked_phase.clone(), job.locked.0))
+                    .or_default() -= 1;
+                *by_phase
+                    .entry((root, job.row.phase.clone(), job.status))
+                    .or_default() += 1;
+            }
             if job.moved() && job.watched() {
                 events.push(
                     job.row.root_id,
@@ -282,6 +298,11 @@ impl Plan {
             tree: deltas,
             walks: self.walks,
             events,
+            phase_counts: by_phase
+                .into_iter()
+                .filter(|(_, n)| *n != 0)
+                .map(|((root, phase, status), n)| (root, phase, status, n))
+                .collect(),
         }
     }
 }

@@ -251,9 +251,17 @@ impl Plan {
                 children.child_index.push((*first_index + i as u64) as i64);
                 children.kind.push(spec.kind.clone());
                 children.input.push(spec.input.to_vec());
-                children
-                    .phase
-                    .push(options.phase.unwrap_or_else(|| ENTRY_PHASE.to_owned()));
+                let phase = options.phase.unwrap_or_else(|| ENTRY_PHASE.to_owned());
+                let status = if paused {
+                    JobStatus::Paused
+                } else {
+                    JobStatus::Pending
+                };
+                *self
+                    .phase_counts
+                    .entry((root_id, phase.clone(), status))
+                    .or_default() += 1;
+                children.phase.push(phase);
                 children
                     .max_attempts
                     .push(options.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS) as i32);

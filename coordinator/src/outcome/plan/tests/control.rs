@@ -32,6 +32,22 @@ fn cancel_ends_open_jobs_and_counts_them_into_the_parent() {
     assert_eq!((p.status.as_str(), p.phase.as_str()), ("running", "merge"));
     assert_eq!(run.applied.fan_ins, 1);
     assert_eq!(run.walks.len(), 1, "its descendants are walked next");
+    // The tree's counts by phase move with it: one job out of running in
+    // phase "work" into cancelled; the parent from waiting in "work" to
+    // running in "merge".
+    let mut moved = run.phase_counts.clone();
+    moved.sort_by(|a, b| (&a.1, a.2).cmp(&(&b.1, b.2)));
+    let root = parent.root_id;
+    use tributary_common::status::JobStatus as S;
+    assert_eq!(
+        moved,
+        vec![
+            (root, "merge".to_owned(), S::Running, 1),
+            (root, "work".to_owned(), S::Running, -1),
+            (root, "work".to_owned(), S::Waiting, -1),
+            (root, "work".to_owned(), S::Cancelled, 1),
+        ]
+    );
 }
 
 #[test]
@@ -163,6 +179,16 @@ fn a_paused_parent_fans_in_on_resume_and_its_children_are_born_paused() {
     // Still running its phase: it spawns, then seals.
     let spawn = db.run(&[spawned(token(&parent), 0, 0, 2), wait(token(&parent), 2)]);
     assert_eq!(spawn.children.paused, vec![true, true], "born paused");
+    assert!(
+        spawn.phase_counts.contains(&(
+            parent.root_id,
+            "start".to_owned(),
+            tributary_common::status::JobStatus::Paused,
+            2
+        )),
+        "{:?}",
+        spawn.phase_counts
+    );
     let p = spawn.job(parent.id);
     assert_eq!(
         (p.status.as_str(), p.phase_status.as_str()),

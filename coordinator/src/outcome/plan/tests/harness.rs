@@ -8,6 +8,7 @@ use serde_bytes::ByteBuf;
 use tributary_common::job::DispatchToken;
 use tributary_common::limits::Limits;
 use tributary_common::retry::Backoff;
+use tributary_common::status::JobStatus;
 use tributary_common::wire::{ChildSpec, Outcome, ReportItem};
 use uuid::Uuid;
 
@@ -224,6 +225,8 @@ pub struct Run {
     pub walks: Vec<(Uuid, Action, String)>,
     /// Why a rerun was refused.
     pub refusal: Option<String>,
+    /// The tree's counts by phase moved: (root, phase, status, delta).
+    pub phase_counts: Vec<(Uuid, String, JobStatus, i64)>,
 }
 
 impl Run {
@@ -370,6 +373,7 @@ impl Db {
             stops,
             walks: w.walks,
             refusal: None,
+            phase_counts: w.phase_counts,
         }
     }
 
