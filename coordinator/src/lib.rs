@@ -20,6 +20,7 @@
 //! - [`dispatch`]: the relay that publishes committed dispatches.
 //! - [`outcome`]: the batched outcome applier and fan-in.
 //! - [`lease`]: retries started phases whose lease (heartbeats) ran out.
+//! - [`rate`]: a tree's completion rate over a sliding window, and its ETA.
 //! - [`metrics`]: process counters on `/metrics`.
 
 pub mod api;
@@ -28,6 +29,7 @@ pub mod dispatch;
 pub mod lease;
 pub mod metrics;
 pub mod outcome;
+pub mod rate;
 pub mod server;
 pub mod settings;
 pub mod store;

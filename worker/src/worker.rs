@@ -87,6 +87,8 @@ pub struct Worker {
     settings: WorkerSettings,
     topology: Topology,
     http: reqwest::Client,
+    /// Sent in `Started` reports ([`crate::identity`]).
+    identity: Arc<str>,
 }
 
 struct Links {
@@ -122,6 +124,7 @@ impl Worker {
             settings,
             topology,
             http,
+            identity: crate::identity::new().into(),
         })
     }
 
@@ -145,7 +148,7 @@ impl Worker {
                     }
                 }
             };
-            tracing::info!(kinds = ?self.registry.kinds(), concurrency = self.settings.concurrency, "worker consuming");
+            tracing::info!(worker = %self.identity, kinds = ?self.registry.kinds(), concurrency = self.settings.concurrency, "worker consuming");
             let reporter = current.reporter.clone();
             links = Some(current);
             let mut health = tokio::time::interval(Duration::from_secs(1));
@@ -171,6 +174,7 @@ impl Worker {
                                 permits: permits.clone(),
                                 heartbeat: self.settings.heartbeat,
                                 ack_after: self.settings.ack_after,
+                                identity: self.identity.clone(),
                             };
                             tracker.spawn(run.execute(delivery));
                         }
@@ -275,6 +279,7 @@ struct Execution {
     permits: Arc<Semaphore>,
     heartbeat: Duration,
     ack_after: Duration,
+    identity: Arc<str>,
 }
 
 /// Acks, nacks and rejects with a timeout: a channel that died while one
@@ -451,6 +456,7 @@ impl Execution {
                     let heartbeat = self.heartbeat;
                     let lease_ms = (heartbeat * 3).as_millis() as u64;
                     let leased = leased.clone();
+                    let worker = Some(self.identity.to_string());
                     tokio::spawn(async move {
                         tokio::time::sleep(STARTED_DELAY).await;
                         if reporter
@@ -458,6 +464,7 @@ impl Execution {
                                 token,
                                 phase,
                                 lease_ms,
+                                worker,
                             })
                             .await
                             .is_ok()

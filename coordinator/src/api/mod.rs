@@ -6,7 +6,7 @@
 //! | `POST /v1/jobs` | submit `{kind, input, options?}`; answers `201 {"id"}` with `Location` |
 //! | `GET /v1/jobs/{id}` | status, phase, phases, children counts, output or error |
 //! | `GET /v1/jobs/{id}/children` | children in spawn order (`after`, `limit`, `seq`, `format=json\|msgpack`), at most about 8 MiB a page |
-//! | `GET /v1/jobs/{id}/tree` | counts by status for the job's whole tree |
+//! | `GET /v1/jobs/{id}/tree` | counts by status for the job's whole tree, progress, elapsed time, rate over a sliding window and ETA ([`crate::rate`]) |
 //! | `GET /v1/jobs/{id}/logs` | log lines (`after`, `limit`) |
 //! | `GET /v1/jobs/{id}/timing` | latest fan-out: child latency p50/p99, fan-in latency |
 //! | `GET /v1/stats` | durable counters (fenced, forged, refused and poisoned reports) |
@@ -48,6 +48,7 @@ pub use self::error::ApiError;
 use self::error::{bad, json_errors, no_route, request_timeout, unavailable};
 use crate::auth::Tokens;
 use crate::metrics::Metrics;
+use crate::rate;
 use crate::store::{self, NewRoot};
 
 /// Largest request body when the input cap is small: room for the JSON
@@ -447,18 +448,28 @@ async fn tree(
     let Some(root_id) = store::root_of(&state.pool, id).await? else {
         return Err(no_job(id));
     };
-    let counts = store::tree(&state.pool, root_id).await?.unwrap_or_default();
+    let Some(view) = store::tree(&state.pool, root_id).await? else {
+        return Err(no_job(id));
+    };
+    let counts = &view.counts;
     let total = counts.total();
     let done = counts.terminal();
     let mut by_status = serde_json::Map::new();
     for (status, n) in counts.iter() {
         by_status.insert(status.as_str().to_owned(), json!(n));
     }
+    let rate = view.window.per_second();
+    let now = view.window.now_ms;
     Ok(Json(json!({
         "root_id": root_id,
         "jobs": total,
         "counts": by_status,
         "progress": if total > 0 { done as f64 / total as f64 } else { 0.0 },
+        "remaining": total - done,
+        "elapsed_ms": rate::elapsed_ms(view.created_ms, view.finished_ms, now),
+        "rate_per_s": rate,
+        "rate_window": rate::WINDOW,
+        "eta_ms": rate::eta_ms(total - done, rate),
     })))
 }
 

@@ -321,6 +321,8 @@ pub struct JobWrites {
     pub finished: Vec<bool>,
     /// A new lease for the running phase, from now.
     pub lease_ms: Vec<Option<i64>>,
+    /// The worker that reported the start (written when `started`).
+    pub lease_holder: Vec<Option<String>>,
 }
 
 /// Writes changed jobs in one statement.
@@ -350,15 +352,18 @@ pub async fn write_jobs(tx: &mut Transaction<'_, Postgres>, w: JobWrites) -> Res
             finished_at = case when d.finished then clock_timestamp() else j.finished_at end,
             lease_until = case when d.lease_ms is not null then clock_timestamp() + d.lease_ms * interval '1 millisecond'
                                when d.phase_status = 'running' then j.lease_until end,
+            lease_holder = case when d.started then d.lease_holder else j.lease_holder end,
             updated_at = now()
          from unnest($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::int4[], $6::text[], $7::bool[], $8::bool[],
                      $9::bytea[], $10::bool[], $11::bytea[], $12::text[], $13::text[], $14::bool[], $15::int8[],
                      $16::int4[], $17::text[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], $22::int8[],
-                     $23::bool[], $24::int8[], $25::int8[], $26::text[], $27::bool[], $28::int8[])
+                     $23::bool[], $24::int8[], $25::int8[], $26::text[], $27::bool[], $28::int8[],
+                     $29::text[])
               as d(id, status, phase, phase_seq, attempt, phase_status, started, set_state, state, set_output,
                    output, error, warning, dispatch_pending, delay_ms, fanout_seq, resume_phase,
                    children_expected, children_total, children_completed, children_failed, children_cancelled,
-                   set_progress, progress_done, progress_total, progress_message, finished, lease_ms)
+                   set_progress, progress_done, progress_total, progress_message, finished, lease_ms,
+                   lease_holder)
          where j.id = d.id",
     )
     .bind(w.id)
@@ -389,6 +394,7 @@ pub async fn write_jobs(tx: &mut Transaction<'_, Postgres>, w: JobWrites) -> Res
     .bind(w.progress_message)
     .bind(w.finished)
     .bind(w.lease_ms)
+    .bind(w.lease_holder)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -484,20 +490,34 @@ pub async fn add_tree_deltas(
             .collect::<Vec<i64>>()
     });
     trip();
+    // The rate window (crate::rate) rotates in the same statement: a batch
+    // a bucket or more after the current bucket began starts a new one.
+    // Every `t.` column on the right is the value before this update.
     let mut q = sqlx::query(
         "update tree_summary t set
             pending = t.pending + d.pending, running = t.running + d.running, waiting = t.waiting + d.waiting,
             paused = t.paused + d.paused, completed = t.completed + d.completed, failed = t.failed + d.failed,
-            cancelled = t.cancelled + d.cancelled, updated_at = now()
+            cancelled = t.cancelled + d.cancelled,
+            rate_prev_at = case when t.rate_at > now() - b.len then t.rate_prev_at
+                                when t.updated_at <= now() - b.len then now() - b.len
+                                else t.rate_at end,
+            rate_prev_done = case when t.rate_at > now() - b.len then t.rate_prev_done
+                                  when t.updated_at <= now() - b.len then t.completed + t.failed + t.cancelled
+                                  else t.rate_done end,
+            rate_done = case when t.rate_at > now() - b.len then t.rate_done
+                             else t.completed + t.failed + t.cancelled end,
+            rate_at = case when t.rate_at > now() - b.len then t.rate_at else now() end,
+            updated_at = now()
          from unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::int8[])
-              as d(root_id, pending, running, waiting, paused, completed, failed, cancelled)
+              as d(root_id, pending, running, waiting, paused, completed, failed, cancelled),
+              (select $9::int8 * interval '1 millisecond' as len) b
          where t.root_id = d.root_id",
     )
     .bind(ids);
     for c in cols {
         q = q.bind(c);
     }
-    q.execute(&mut **tx).await?;
+    q.bind(crate::rate::BUCKET_MS).execute(&mut **tx).await?;
     Ok(())
 }
 

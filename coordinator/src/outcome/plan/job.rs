@@ -29,6 +29,7 @@ pub(super) struct JobPlan {
     pub(super) delay_ms: Option<i64>,
     pub(super) progress: Option<(i64, i64, String)>,
     pub(super) lease_ms: Option<i64>,
+    pub(super) lease_holder: Option<String>,
 }
 
 impl JobPlan {
@@ -51,6 +52,7 @@ impl JobPlan {
             delay_ms: None,
             progress: None,
             lease_ms: None,
+            lease_holder: None,
         }
     }
 
@@ -154,6 +156,7 @@ impl Plan {
             w.progress_message.push(m);
             w.finished.push(job.finished);
             w.lease_ms.push(job.lease_ms);
+            w.lease_holder.push(job.lease_holder);
         }
         let deltas = self
             .tree
