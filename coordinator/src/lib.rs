@@ -20,6 +20,7 @@
 //! - [`dispatch`]: the relay that publishes committed dispatches.
 //! - [`outcome`]: the batched outcome applier and fan-in.
 //! - [`lease`]: retries started phases whose lease (heartbeats) ran out.
+//! - [`queues`]: a task queue's depth and consumers, asked of the broker.
 //! - [`rate`]: a tree's completion rate over a sliding window, and its ETA.
 //! - [`metrics`]: process counters on `/metrics`.
 
@@ -29,6 +30,7 @@ pub mod dispatch;
 pub mod lease;
 pub mod metrics;
 pub mod outcome;
+pub mod queues;
 pub mod rate;
 pub mod server;
 pub mod settings;
@@ -222,6 +224,10 @@ impl Application {
             limits: self.settings.limits(),
             tokens: Arc::new(self.settings.tokens()),
             request_timeout: server.request_timeout,
+            queues: Arc::new(queues::QueueProbe::new(
+                self.settings.amqp_url.clone(),
+                self.topology.clone(),
+            )),
         });
         server::serve(self.listener, app, &server, cancel.clone()).await;
         let _ = relay_task.await;

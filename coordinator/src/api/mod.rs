@@ -8,6 +8,7 @@
 //! | `GET /v1/jobs/{id}/children` | children in spawn order (`after`, `limit`, `seq`, `format=json\|msgpack`), at most about 8 MiB a page |
 //! | `GET /v1/jobs/{id}/tree` | counts by status for the job's whole tree, progress, elapsed time, rate over a sliding window and ETA ([`crate::rate`]) |
 //! | `GET /v1/jobs/{id}/logs` | log lines (`after`, `limit`) |
+//! | `GET /v1/jobs/{id}/waiting` | why the job is not progressing: open children by status, the oldest ones with attempt, last error and lease holder, queue depth and consumers of their kinds, stopped ancestors, a one-line `reason` |
 //! | `GET /v1/jobs/{id}/timing` | latest fan-out: child latency p50/p99, fan-in latency |
 //! | `GET /v1/stats` | durable counters (fenced, forged, refused and poisoned reports) |
 //! | `GET /metrics` | Prometheus text |
@@ -21,6 +22,7 @@
 //!
 //! - [`error`]: the error answer, how store failures map to statuses, and
 //!   the middlewares that give every failure the one shape.
+//! - [`waiting`]: `GET /v1/jobs/{id}/waiting` and its reason line.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +45,7 @@ use tributary_common::wire::{self, ChildResult};
 use uuid::Uuid;
 
 pub mod error;
+pub mod waiting;
 
 pub use self::error::ApiError;
 use self::error::{bad, json_errors, no_route, request_timeout, unavailable};
@@ -75,6 +78,8 @@ pub struct ApiState {
     pub tokens: Arc<Tokens>,
     /// Longest a request may take from its headers to its response.
     pub request_timeout: Duration,
+    /// Task queues' depth and consumers, from the broker (`/waiting`).
+    pub queues: Arc<crate::queues::QueueProbe>,
 }
 
 /// The request body limit for an input cap: twice the cap (JSON is
@@ -100,6 +105,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs/{id}/tree", get(tree))
         .route("/v1/jobs/{id}/logs", get(logs))
         .route("/v1/jobs/{id}/timing", get(timing))
+        .route("/v1/jobs/{id}/waiting", get(waiting::waiting))
         .route("/v1/stats", get(stats))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))

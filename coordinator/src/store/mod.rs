@@ -10,6 +10,8 @@
 //! - `outbox.rs`: the dispatch queue: a submitted root, the relay's claim
 //!   and mark, and the lease reaper's scan.
 //! - `views.rs`: read-only queries for the HTTP API.
+//! - `waiting.rs`: the read-only queries that explain a job that is not
+//!   progressing (`GET /v1/jobs/{id}/waiting`).
 //!
 //! Bulk statements bind one array per column and `UNNEST` them, so a batch
 //! of hundreds of outcomes or thousands of children is one round trip.
@@ -26,10 +28,12 @@ use tributary_common::config::mask_url;
 mod batch;
 mod outbox;
 mod views;
+mod waiting;
 
 pub use batch::*;
 pub use outbox::*;
 pub use views::*;
+pub use waiting::*;
 
 /// What went wrong talking to Postgres.
 #[derive(Debug, thiserror::Error)]
