@@ -16,3 +16,4 @@ mod poison;
 mod restarts;
 mod scenarios;
 mod tls;
+mod waiting;
