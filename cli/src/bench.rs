@@ -16,11 +16,11 @@ use lapin::types::FieldTable;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tributary_common::broker;
-use tributary_common::config::{DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL};
+use tributary_common::config::{DEFAULT_AMQP_URL, DEFAULT_DATABASE_URL, DEFAULT_NAMESPACE};
 use tributary_common::topology::Topology;
 
 use crate::client::Api;
-use crate::fleet::{Fleet, FleetOptions, with_database};
+use crate::fleet::{Fleet, FleetOptions, database_of, with_database};
 
 /// Flags of `tributary bench`.
 #[derive(Args)]
@@ -43,9 +43,18 @@ pub struct BenchArgs {
     /// Print one JSON object per run as a line (and the median last).
     #[arg(long)]
     json: bool,
-    /// Postgres URL (the harness uses and recreates database `tributary_bench`).
+    /// Postgres URL; the harness drops and recreates database `--database`
+    /// on its server for every run.
     #[arg(long, env = "TRIBUTARY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     database_url: String,
+    /// The database every run drops and recreates: never the one
+    /// `--database-url` names.
+    #[arg(long, default_value = "tributary_bench")]
+    database: String,
+    /// The namespace every run deletes and recreates (queues and
+    /// exchanges): never `tributary`, the default of real fleets.
+    #[arg(long, default_value = "bench")]
+    namespace: String,
     /// RabbitMQ URL.
     #[arg(long, env = "TRIBUTARY_AMQP_URL", default_value = DEFAULT_AMQP_URL)]
     amqp_url: String,
@@ -81,6 +90,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.child_work_us,
         MAX_WORK_US.max()
     );
+    // Each run drops the database and deletes the namespace's queues:
+    // refuse the ones a real fleet uses by default.
+    Topology::new(&args.namespace)?;
+    if args.namespace == DEFAULT_NAMESPACE {
+        bail!(
+            "--namespace {DEFAULT_NAMESPACE} is the default of real fleets, and the bench deletes its queues: pick another"
+        );
+    }
+    if database_of(&args.database_url) == Some(args.database.as_str()) {
+        bail!(
+            "--database {} is the database --database-url (TRIBUTARY_DATABASE_URL) names, and the bench drops it: pick another",
+            args.database
+        );
+    }
     let mut results = Vec::new();
     for run in 1..=args.runs {
         eprintln!(
@@ -149,8 +172,8 @@ async fn metric(http: &reqwest::Client, url: &str, name: &str) -> anyhow::Result
 }
 
 async fn one_run(args: &BenchArgs) -> anyhow::Result<Value> {
-    let namespace = "bench";
-    let database_url = with_database(&args.database_url, "tributary_bench");
+    let namespace = args.namespace.as_str();
+    let database_url = with_database(&args.database_url, &args.database);
     tributary_coordinator::store::drop_database(&database_url)
         .await
         .context("recreating the bench database")?;
@@ -189,7 +212,10 @@ fn round1(x: f64) -> f64 {
 }
 
 async fn measure_fleet(fleet: &Fleet, args: &BenchArgs) -> anyhow::Result<Value> {
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .connect_timeout(crate::client::CONNECT_TIMEOUT)
+        .timeout(crate::client::DEFAULT_TIMEOUT)
+        .build()?;
     let api = Api::new(&fleet.url);
     let trips_before = metric(&http, &fleet.url, "tributary_pg_round_trips_total").await?;
     let input = json!({ "n": args.n, "work_us": args.child_work_us, "batch": 2000 });

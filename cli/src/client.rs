@@ -6,35 +6,47 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+/// How long one request may take, connecting included, unless
+/// `--timeout-secs` (`TRIBUTARY_CLI_TIMEOUT_SECS`) says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long connecting may take (at most the request timeout).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The coordinator's API at one base URL.
 pub struct Api {
     base: String,
     http: reqwest::Client,
+    timeout: Duration,
 }
 
 impl Api {
-    /// A client for `base` (e.g. `http://127.0.0.1:7070`), sending no token.
+    /// A client for `base` (e.g. `http://127.0.0.1:7070`), sending no
+    /// token, with the default timeouts; exits 2 if `TRIBUTARY_CA_FILE` is
+    /// unusable (a configuration error: stop here).
     pub fn new(base: &str) -> Self {
-        Self {
-            base: base.trim_end_matches('/').to_owned(),
-            // A CA file that cannot be used is a configuration error: stop here.
-            http: tributary_common::tls::http_client().unwrap_or_else(|e| {
-                eprintln!("error: {e}");
-                std::process::exit(2)
-            }),
-        }
+        Self::build(base, None, DEFAULT_TIMEOUT).unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            std::process::exit(2)
+        })
     }
 
-    /// The same client, sending `Authorization: Bearer <token>` on every
-    /// request when a token is given (the header is marked sensitive, so it
-    /// is never logged).
-    pub fn with_token(mut self, token: Option<&str>) -> anyhow::Result<Self> {
-        let Some(token) = token.filter(|t| !t.is_empty()) else {
-            return Ok(self);
-        };
-        self.http = tributary_common::tls::http_client_with_token(Some(token))
+    /// A client for `base`, sending `Authorization: Bearer <token>` on
+    /// every request when a token is given (the header is marked
+    /// sensitive, so it is never logged). Every request, connecting
+    /// included, ends within `timeout`: a coordinator that accepts and never
+    /// answers is an error naming it, not a hang.
+    pub fn build(base: &str, token: Option<&str>, timeout: Duration) -> anyhow::Result<Self> {
+        let http = tributary_common::tls::http_client_builder_with_token(token)?
+            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+            .timeout(timeout)
+            .build()
             .context("building the HTTP client")?;
-        Ok(self)
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+            timeout,
+        })
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
@@ -42,27 +54,49 @@ impl Api {
         self.answer(self.http.get(&url), &url).await
     }
 
+    /// Why a request got no answer, in words that say what to do.
+    fn unanswered(&self, e: reqwest::Error) -> anyhow::Error {
+        // Messages never carry credentials a URL may hold (reqwest's errors
+        // quote the URL: it is left out and the masked one shown instead).
+        let base = tributary_common::config::mask_url(&self.base);
+        let (connect, timeout) = (e.is_connect(), e.is_timeout());
+        let chain = tributary_common::config::error_chain(&e.without_url());
+        if connect {
+            anyhow::anyhow!("cannot reach the coordinator at {base}: is it running? ({chain})")
+        } else if timeout {
+            anyhow::anyhow!(
+                "the coordinator at {base} did not answer within {:?}: is it overloaded or hung? (raise --timeout-secs or TRIBUTARY_CLI_TIMEOUT_SECS if it is only slow)",
+                self.timeout
+            )
+        } else {
+            anyhow::anyhow!("no answer from the coordinator at {base} ({chain})")
+        }
+    }
+
     /// Sends a request and reads its JSON answer; a 4xx/5xx becomes an
     /// error carrying the coordinator's reason.
     async fn answer(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
-        // Messages never carry credentials a URL may hold (reqwest's errors
-        // quote the URL: it is left out and the masked one shown instead).
         let what = tributary_common::config::mask_url(what);
-        let response = request.send().await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach the coordinator at {}: is it running? ({})",
-                tributary_common::config::mask_url(&self.base),
-                tributary_common::config::error_chain(&e.without_url())
-            )
-        })?;
+        let response = request.send().await.map_err(|e| self.unanswered(e))?;
         let status = response.status();
         let body: Value = response.json().await.map_err(|e| {
-            anyhow::anyhow!(
-                "reading the answer to {what}: {}",
-                tributary_common::config::error_chain(&e.without_url())
-            )
+            if e.is_timeout() {
+                self.unanswered(e)
+            } else {
+                anyhow::anyhow!(
+                    "reading the answer to {what}: {}",
+                    tributary_common::config::error_chain(&e.without_url())
+                )
+            }
         })?;
         if !status.is_success() {
+            let reason = body["error"].as_str().unwrap_or("no reason given");
+            if status == reqwest::StatusCode::NOT_FOUND && reason.starts_with("no job ") {
+                bail!(
+                    "{reason}: the coordinator at {} does not know this id",
+                    tributary_common::config::mask_url(&self.base)
+                );
+            }
             let hint = match status {
                 reqwest::StatusCode::UNAUTHORIZED => {
                     " (set TRIBUTARY_API_TOKEN to the coordinator's API token)"
@@ -72,10 +106,7 @@ impl Api {
                 }
                 _ => "",
             };
-            bail!(
-                "{what}: {status}: {}{hint}",
-                body["error"].as_str().unwrap_or("no reason given")
-            );
+            bail!("{what}: {status}: {reason}{hint}");
         }
         Ok(body)
     }
@@ -121,27 +152,15 @@ impl Api {
         self.get(&format!("/v1/jobs/{id}")).await
     }
 
-    /// Prints a job's log.
-    pub async fn logs(&self, id: &str) -> anyhow::Result<()> {
-        let mut after = 0;
-        loop {
-            let page = self
-                .get(&format!("/v1/jobs/{id}/logs?after={after}&limit=1000"))
-                .await?;
-            let lines = page["logs"].as_array().cloned().unwrap_or_default();
-            if lines.is_empty() {
-                return Ok(());
-            }
-            for l in &lines {
-                println!(
-                    "{} {:5} {}",
-                    l["at_ms"],
-                    l["level"].as_str().unwrap_or(""),
-                    l["message"].as_str().unwrap_or("")
-                );
-                after = l["id"].as_i64().unwrap_or(after);
-            }
-        }
+    /// One page of a job's log: the lines after line `after`.
+    pub async fn logs(&self, id: &str, after: i64, limit: i64) -> anyhow::Result<Value> {
+        self.get(&format!("/v1/jobs/{id}/logs?after={after}&limit={limit}"))
+            .await
+    }
+
+    /// Why a job is not progressing (`GET /v1/jobs/{id}/waiting`).
+    pub async fn waiting(&self, id: &str) -> anyhow::Result<Value> {
+        self.get(&format!("/v1/jobs/{id}/waiting")).await
     }
 }
 

@@ -36,9 +36,15 @@ pub struct DemoArgs {
     /// Worker processes.
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// Postgres URL (the fleet uses its database `tributary_demo`).
+    /// Postgres URL; the fleet uses database `--database` on its server.
     #[arg(long, env = "TRIBUTARY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     database_url: String,
+    /// The fleet's database (created if missing).
+    #[arg(long, default_value = "tributary_demo")]
+    database: String,
+    /// The fleet's namespace (prefix of its queues and exchanges).
+    #[arg(long, default_value = "demo")]
+    namespace: String,
     /// RabbitMQ URL.
     #[arg(long, env = "TRIBUTARY_AMQP_URL", default_value = DEFAULT_AMQP_URL)]
     amqp_url: String,
@@ -57,11 +63,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         (Which::Du, Some(p)) => ("demo.du", json!({ "path": p })),
         (Which::Du, None) => anyhow::bail!("the du demo needs --path DIR"),
     };
+    tributary_common::topology::Topology::new(&args.namespace)?;
     eprintln!("starting a coordinator and {} workers…", args.workers);
     let fleet = Fleet::start(&FleetOptions {
-        database_url: with_database(&args.database_url, "tributary_demo"),
+        database_url: with_database(&args.database_url, &args.database),
         amqp_url: args.amqp_url.clone(),
-        namespace: "demo".to_owned(),
+        namespace: args.namespace.clone(),
         workers: args.workers,
         concurrency: 4,
         demo_root: root.as_ref().map(PathBuf::from),

@@ -25,6 +25,16 @@ pub fn with_database(url: &str, name: &str) -> String {
     }
 }
 
+/// The database `url` names (`None` when it names none).
+pub fn database_of(url: &str) -> Option<&str> {
+    let base = url.split_once('?').map_or(url, |(b, _)| b);
+    let after_scheme = base.find("://").map_or(base, |i| &base[i + 3..]);
+    after_scheme
+        .split_once('/')
+        .map(|(_, db)| db)
+        .filter(|db| !db.is_empty())
+}
+
 /// How to start a fleet.
 pub struct FleetOptions {
     /// Postgres URL for the coordinator.
@@ -230,7 +240,18 @@ async fn wait_or_kill(child: &mut Child) {
 
 #[cfg(test)]
 mod tests {
-    use super::with_database;
+    use super::{database_of, with_database};
+
+    #[test]
+    fn database_of_reads_the_name() {
+        assert_eq!(
+            database_of("postgres://u@h:5432/tributary"),
+            Some("tributary")
+        );
+        assert_eq!(database_of("postgres://h/x?sslmode=disable"), Some("x"));
+        assert_eq!(database_of("postgres://u@h:5432"), None);
+        assert_eq!(database_of("postgres://u@h:5432/"), None);
+    }
 
     #[test]
     fn with_database_replaces_the_name() {

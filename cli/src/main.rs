@@ -1,13 +1,22 @@
 //! `tributary`: the command line. Talks to a coordinator's HTTP API
-//! (`submit`, `status`, `watch`, `logs`, `cancel`, `pause`, `resume`,
-//! `retry`), runs a local fleet (`demo`), and
-//! also is the coordinator and the worker (`coordinator`, `worker`), so
-//! one binary is enough on a laptop.
+//! (`submit`, `status`, `watch`, `logs`, `why`, `cancel`, `pause`,
+//! `resume`, `retry`), runs a local fleet (`demo`), and also is the
+//! coordinator and the worker (`coordinator`, `worker`), so one binary is
+//! enough on a laptop.
+//!
+//! Exit codes: 0; 1 for an error, or a job that failed (`submit --wait`,
+//! `watch`); 2 for a job that was cancelled, or an unusable configuration
+//! (`TRIBUTARY_CA_FILE`).
 
 mod bench;
 mod client;
 mod demo;
+mod ending;
 mod fleet;
+mod logs;
+mod why;
+
+use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tributary_common::config::DEFAULT_LISTEN;
@@ -31,6 +40,10 @@ struct Cli {
         hide_env_values = true
     )]
     api_token: Option<String>,
+    /// Longest one request to the coordinator may take, connecting
+    /// included (seconds).
+    #[arg(long, global = true, env = "TRIBUTARY_CLI_TIMEOUT_SECS", default_value_t = client::DEFAULT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..), hide_env_values = true)]
+    timeout_secs: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,7 +57,8 @@ enum Command {
     /// a sum phase; prints wall time, children/s, latencies, RSS, Postgres
     /// round trips per child, and the raw broker ceiling.
     Bench(bench::BenchArgs),
-    /// Submit a job; prints its id (or, with --wait, its final state).
+    /// Submit a job; prints its id (or, with --wait, its final state: exit
+    /// 1 if it failed, 2 if it was cancelled).
     Submit {
         /// Job kind, e.g. demo.wordcount.
         kind: String,
@@ -63,15 +77,28 @@ enum Command {
         /// Job id.
         id: String,
     },
-    /// Follow a job until it ends, with a live progress line.
+    /// Follow a job until it ends, with a live progress line (exit 1 if it
+    /// failed, 2 if it was cancelled).
     Watch {
         /// Job id.
         id: String,
     },
-    /// Print a job's log.
+    /// Print a job's log, with UTC timestamps.
     Logs {
         /// Job id.
         id: String,
+        /// Keep printing new lines until the job ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Why a job is not progressing: the reason, then the details (open
+    /// children, their queues and workers, stopped ancestors).
+    Why {
+        /// Job id.
+        id: String,
+        /// Text for people, or the API's JSON.
+        #[arg(long, value_enum, default_value = "text")]
+        output: why::Output,
     },
     /// Cancel a job and every open job below it; running phases are told
     /// to stop.
@@ -124,27 +151,37 @@ async fn main() {
     let result = match cli.command {
         Command::Coordinator(settings) => {
             tributary_common::telemetry::init("tributary-coordinator");
-            tributary_coordinator::serve(settings).await
+            tributary_coordinator::serve(settings).await.map(|()| 0)
         }
-        Command::Worker(settings) => tributary_worker::settings::serve(settings).await,
-        Command::Demo(args) => demo::run(args).await,
-        Command::Bench(args) => bench::run(args).await,
+        Command::Worker(settings) => tributary_worker::settings::serve(settings)
+            .await
+            .map(|()| 0),
+        Command::Demo(args) => demo::run(args).await.map(|()| 0),
+        Command::Bench(args) => bench::run(args).await.map(|()| 0),
         command => {
-            let token = cli.api_token.as_deref();
-            match client::Api::new(&cli.coordinator_url).with_token(token) {
-                Ok(api) => run_client(&api, command).await,
-                Err(e) => Err(e),
-            }
+            let token = cli.api_token.as_deref().filter(|t| !t.is_empty());
+            let timeout = Duration::from_secs(cli.timeout_secs);
+            let api =
+                client::Api::build(&cli.coordinator_url, token, timeout).unwrap_or_else(|e| {
+                    // An unusable CA file or token: a configuration error.
+                    eprintln!("error: {e:#}");
+                    std::process::exit(2)
+                });
+            run_client(&api, command).await
         }
     };
-    if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    match result {
+        Ok(0) => {}
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(ending::FAILED);
+        }
     }
 }
 
-/// The commands that talk to a coordinator's API.
-async fn run_client(api: &client::Api, command: Command) -> anyhow::Result<()> {
+/// The commands that talk to a coordinator's API; returns the exit code.
+async fn run_client(api: &client::Api, command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Submit {
             kind,
@@ -155,23 +192,23 @@ async fn run_client(api: &client::Api, command: Command) -> anyhow::Result<()> {
         Command::Status { id } => {
             let job = api.job(&id).await?;
             println!("{}", serde_json::to_string_pretty(&job)?);
-            Ok(())
+            Ok(0)
         }
         Command::Watch { id } => {
             let job = client::watch(api, &id).await?;
-            println!("{}", serde_json::to_string_pretty(&job)?);
-            Ok(())
+            Ok(ended(&job)?)
         }
-        Command::Logs { id } => api.logs(&id).await,
+        Command::Logs { id, follow } => logs::print(api, &id, follow).await.map(|()| 0),
+        Command::Why { id, output } => why::run(api, &id, output).await.map(|()| 0),
         Command::Cancel { id, reason } => {
             let body = reason.map(|r| serde_json::json!({ "reason": r }));
-            steer(api, &id, "cancel", body).await
+            steer(api, &id, "cancel", body).await.map(|()| 0)
         }
-        Command::Pause { id } => steer(api, &id, "pause", None).await,
-        Command::Resume { id } => steer(api, &id, "resume", None).await,
+        Command::Pause { id } => steer(api, &id, "pause", None).await.map(|()| 0),
+        Command::Resume { id } => steer(api, &id, "resume", None).await.map(|()| 0),
         Command::Retry { id, phase } => {
             let body = phase.map(|p| serde_json::json!({ "phase": p }));
-            steer(api, &id, "retry", body).await
+            steer(api, &id, "retry", body).await.map(|()| 0)
         }
         Command::Demo(_) | Command::Bench(_) | Command::Coordinator(_) | Command::Worker(_) => {
             anyhow::bail!("not an API command")
@@ -200,7 +237,7 @@ async fn submit(
     input: &str,
     options: Option<&str>,
     wait: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<i32> {
     use anyhow::Context;
     let input: serde_json::Value = serde_json::from_str(input).context("--input is not JSON")?;
     let options: Option<serde_json::Value> = options
@@ -210,11 +247,21 @@ async fn submit(
     let id = api.submit(kind, &input, options.as_ref()).await?;
     if wait {
         let job = client::watch(api, &id).await?;
-        println!("{}", serde_json::to_string_pretty(&job)?);
+        ended(&job)
     } else {
         println!("{id}");
+        Ok(0)
     }
-    Ok(())
+}
+
+/// Prints a job that ended and returns its exit code ([`ending`]).
+fn ended(job: &serde_json::Value) -> anyhow::Result<i32> {
+    println!("{}", serde_json::to_string_pretty(job)?);
+    let (code, line) = ending::ending(job);
+    if let Some(line) = line {
+        eprintln!("{line}");
+    }
+    Ok(code)
 }
 
 #[cfg(test)]

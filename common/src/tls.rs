@@ -77,6 +77,11 @@ pub fn http_client() -> Result<reqwest::Client> {
 /// every request when a token is given (the header is marked sensitive, so
 /// it is never logged), built.
 pub fn http_client_with_token(token: Option<&str>) -> Result<reqwest::Client> {
+    Ok(http_client_builder_with_token(token)?.build()?)
+}
+
+/// [`http_client_with_token`], not built yet: add timeouts, then `build()`.
+pub fn http_client_builder_with_token(token: Option<&str>) -> Result<reqwest::ClientBuilder> {
     let mut builder = http_client_builder()?;
     if let Some(token) = token.filter(|t| !t.is_empty()) {
         let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
@@ -86,7 +91,7 @@ pub fn http_client_with_token(token: Option<&str>) -> Result<reqwest::Client> {
         headers.insert(reqwest::header::AUTHORIZATION, value);
         builder = builder.default_headers(headers);
     }
-    Ok(builder.build()?)
+    Ok(builder)
 }
 
 /// A client builder that trusts the system's roots and `ca_file`'s

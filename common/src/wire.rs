@@ -135,6 +135,13 @@ pub enum ReportItem {
         /// The lease asked for: without a heartbeat within it, the
         /// coordinator retries the phase elsewhere.
         lease_ms: u64,
+        /// Who runs it, for operators: `"id@host"` (see
+        /// [`worker_identity`]). Optional and omitted when `None`, so
+        /// peers of either age understand each other: an older
+        /// coordinator ignores the key, and a `Started` without it reads
+        /// as `None`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        worker: Option<String>,
     },
     /// The phase is still running: renew its lease.
     Heartbeat {
@@ -206,6 +213,28 @@ impl ReportItem {
             | Self::Finished { token, .. } => token,
         }
     }
+}
+
+/// Longest worker identity kept, in bytes ([`worker_identity`]).
+pub const MAX_WORKER_BYTES: usize = 128;
+
+/// `raw` as a worker identity fit to store and show (the coordinator cleans
+/// what any worker sends; the Rust worker cleans its own): every character
+/// but ASCII letters, digits and `. _ - @ :` becomes `_`, and the result is
+/// cut to [`MAX_WORKER_BYTES`]. `None` when nothing is left.
+pub fn worker_identity(raw: &str) -> Option<String> {
+    let clean: String = raw
+        .chars()
+        .take(MAX_WORKER_BYTES)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-@:".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    (!clean.is_empty()).then_some(clean)
 }
 
 /// A child to create.
@@ -318,6 +347,13 @@ mod tests {
                     token: token(),
                     phase: "ingest".into(),
                     lease_ms: 30_000,
+                    worker: Some("4242-9f3a@host-1".into()),
+                },
+                ReportItem::Started {
+                    token: token(),
+                    phase: "ingest".into(),
+                    lease_ms: 30_000,
+                    worker: None,
                 },
                 ReportItem::Spawned {
                     token: token(),
@@ -340,6 +376,74 @@ mod tests {
         };
         let bytes = encode(&report).expect("encode");
         assert_eq!(decode::<Report>(&bytes).expect("decode"), report);
+    }
+
+    /// `Started` as protocol 2 first shipped it, without `worker`.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum OldItem {
+        Started {
+            token: DispatchToken,
+            phase: String,
+            lease_ms: u64,
+        },
+    }
+
+    #[test]
+    fn started_without_worker_is_understood_both_ways() {
+        let t = token();
+        // An older worker's item reads as `worker: None`.
+        let old = OldItem::Started {
+            token: t,
+            phase: "p".into(),
+            lease_ms: 9,
+        };
+        let bytes = encode(&Report {
+            items: vec![ReportItem::Started {
+                token: t,
+                phase: "p".into(),
+                lease_ms: 9,
+                worker: None,
+            }],
+        })
+        .expect("encode");
+        // `None` is omitted: the bytes are exactly the old ones.
+        let old_bytes = rmp_serde::to_vec_named(&(
+            PROTOCOL_VERSION,
+            std::collections::BTreeMap::from([("items", vec![&old])]),
+        ))
+        .expect("encode");
+        assert_eq!(bytes, old_bytes);
+        let read: Report = decode(&old_bytes).expect("decode");
+        assert!(matches!(
+            &read.items[0],
+            ReportItem::Started { worker: None, .. }
+        ));
+        // An older coordinator ignores the key.
+        let new = encode(&ReportItem::Started {
+            token: t,
+            phase: "p".into(),
+            lease_ms: 9,
+            worker: Some("1-ab@h".into()),
+        })
+        .expect("encode");
+        assert_eq!(decode::<OldItem>(&new).expect("decode"), old);
+    }
+
+    #[test]
+    fn worker_identities_are_cleaned_and_capped() {
+        let cases = [
+            (
+                "4242-9f3a@host-1.example",
+                Some("4242-9f3a@host-1.example".to_owned()),
+            ),
+            ("w 1@h\n\0ö", Some("w_1@h___".to_owned())),
+            ("", None),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(worker_identity(raw), expected, "{raw:?}");
+        }
+        let long = worker_identity(&"é".repeat(1000)).expect("some");
+        assert_eq!(long.len(), MAX_WORKER_BYTES);
     }
 
     #[test]

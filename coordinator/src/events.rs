@@ -332,7 +332,10 @@ fn event_json(root: Uuid, e: &StoredEvent) -> Value {
 
 /// Where the job and its tree stand now.
 async fn snapshot(pool: &PgPool, root: Uuid, job: Uuid, reset: bool) -> Result<Value, StoreError> {
-    let counts = store::tree(pool, root).await?.unwrap_or_default();
+    let counts = store::tree(pool, root)
+        .await?
+        .map(|v| v.counts)
+        .unwrap_or_default();
     let mut by_status = serde_json::Map::new();
     for (status, n) in counts.iter() {
         by_status.insert(status.as_str().to_owned(), json!(n));

@@ -23,6 +23,8 @@
 //! - [`control`]: the sweeper that carries cancel, pause and resume down a
 //!   subtree.
 //! - [`lease`]: retries started phases whose lease (heartbeats) ran out.
+//! - [`queues`]: a task queue's depth and consumers, asked of the broker.
+//! - [`rate`]: a tree's completion rate over a sliding window, and its ETA.
 //! - [`metrics`]: process counters on `/metrics`.
 
 pub mod api;
@@ -33,6 +35,8 @@ pub mod events;
 pub mod lease;
 pub mod metrics;
 pub mod outcome;
+pub mod queues;
+pub mod rate;
 pub mod server;
 pub mod settings;
 pub mod store;
@@ -240,6 +244,10 @@ impl Application {
             request_timeout: server.request_timeout,
             applier: applier.clone(),
             hub,
+            queues: Arc::new(queues::QueueProbe::new(
+                self.settings.amqp_url.clone(),
+                self.topology.clone(),
+            )),
         });
         server::serve(self.listener, app, &server, cancel.clone()).await;
         let _ = relay_task.await;

@@ -12,6 +12,7 @@
 //! - [`context`]: [`Context`], what a phase sees (checkpoint, spawn,
 //!   progress, logs, children results).
 //! - [`registry`]: kinds by name.
+//! - [`identity`]: who this worker is (`pid-rand@host`), sent with `Started`.
 //! - [`worker`]: the runtime (consume, execute, report, ack; graceful stop).
 //! - [`reporter`]: coalesces report items into confirmed messages.
 //! - `stops.rs`: stop orders from coordinators (cancelled or held
@@ -22,6 +23,7 @@
 //!   supplied children results and collect what it did ([`testing::PhaseTest`]).
 
 pub mod context;
+pub mod identity;
 pub mod job;
 pub mod kinds;
 pub mod registry;

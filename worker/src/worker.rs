@@ -90,6 +90,8 @@ pub struct Worker {
     settings: WorkerSettings,
     topology: Topology,
     http: reqwest::Client,
+    /// Sent in `Started` reports ([`crate::identity`]).
+    identity: Arc<str>,
 }
 
 struct Links {
@@ -127,6 +129,7 @@ impl Worker {
             settings,
             topology,
             http,
+            identity: crate::identity::new().into(),
         })
     }
 
@@ -151,7 +154,7 @@ impl Worker {
                     }
                 }
             };
-            tracing::info!(kinds = ?self.registry.kinds(), concurrency = self.settings.concurrency, "worker consuming");
+            tracing::info!(worker = %self.identity, kinds = ?self.registry.kinds(), concurrency = self.settings.concurrency, "worker consuming");
             let reporter = current.reporter.clone();
             let mut control = current.control.clone();
             links = Some(current);
@@ -190,6 +193,7 @@ impl Worker {
                                 permits: permits.clone(),
                                 heartbeat: self.settings.heartbeat,
                                 ack_after: self.settings.ack_after,
+                                identity: self.identity.clone(),
                             };
                             tracker.spawn(run.execute(delivery));
                         }
@@ -338,6 +342,7 @@ struct Execution {
     permits: Arc<Semaphore>,
     heartbeat: Duration,
     ack_after: Duration,
+    identity: Arc<str>,
 }
 
 /// Acks, nacks and rejects with a timeout: a channel that died while one
@@ -520,6 +525,7 @@ impl Execution {
                     let heartbeat = self.heartbeat;
                     let lease_ms = (heartbeat * 3).as_millis() as u64;
                     let leased = leased.clone();
+                    let worker = Some(self.identity.to_string());
                     tokio::spawn(async move {
                         tokio::time::sleep(STARTED_DELAY).await;
                         if reporter
@@ -527,6 +533,7 @@ impl Execution {
                                 token,
                                 phase,
                                 lease_ms,
+                                worker,
                             })
                             .await
                             .is_ok()

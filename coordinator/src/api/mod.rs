@@ -6,8 +6,9 @@
 //! | `POST /v1/jobs` | submit `{kind, input, options?}`; answers `201 {"id"}` with `Location` |
 //! | `GET /v1/jobs/{id}` | status, phase, phases, children counts, output or error |
 //! | `GET /v1/jobs/{id}/children` | children in spawn order (`after`, `limit`, `seq`, `format=json\|msgpack`), at most about 8 MiB a page |
-//! | `GET /v1/jobs/{id}/tree` | counts by status for the job's whole tree, and by phase and status |
+//! | `GET /v1/jobs/{id}/tree` | counts by status for the job's whole tree and by phase and status, progress, elapsed time, rate over a sliding window and ETA ([`crate::rate`]) |
 //! | `GET /v1/jobs/{id}/logs` | log lines (`after`, `limit`) |
+//! | `GET /v1/jobs/{id}/waiting` | why the job is not progressing: open children by status, the oldest ones with attempt, last error and lease holder, queue depth and consumers of their kinds, stopped ancestors, a one-line `reason` |
 //! | `GET /v1/jobs/{id}/timing` | latest fan-out: child latency p50/p99, fan-in latency |
 //! | `GET /v1/jobs/{id}/events` | Server-Sent Events of the job's tree: `snapshot`, `status`, `counts`, `progress`, `log`; resume with `Last-Event-ID` or `?after=` |
 //! | `POST /v1/jobs/{id}/cancel` | cancel the job and every open descendant (`{"reason"?}`); `202` |
@@ -27,6 +28,7 @@
 //! - `control.rs`: cancel, pause, resume, retry.
 //! - [`error`]: the error answer, how store failures map to statuses, and
 //!   the middlewares that give every failure the one shape.
+//! - [`waiting`]: `GET /v1/jobs/{id}/waiting` and its reason line.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +52,7 @@ use uuid::Uuid;
 
 mod control;
 pub mod error;
+pub mod waiting;
 
 pub use self::error::ApiError;
 use self::error::{bad, json_errors, no_route, request_timeout, unavailable};
@@ -57,6 +60,7 @@ use crate::auth::Tokens;
 use crate::events::Hub;
 use crate::metrics::Metrics;
 use crate::outcome::Applier;
+use crate::rate;
 use crate::store::{self, NewRoot};
 
 /// Largest request body when the input cap is small: room for the JSON
@@ -87,6 +91,8 @@ pub struct ApiState {
     pub applier: Applier,
     /// Live event streams.
     pub hub: Arc<Hub>,
+    /// Task queues' depth and consumers, from the broker (`/waiting`).
+    pub queues: Arc<crate::queues::QueueProbe>,
 }
 
 /// The request body limit for an input cap: twice the cap (JSON is
@@ -112,6 +118,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs/{id}/tree", get(tree))
         .route("/v1/jobs/{id}/logs", get(logs))
         .route("/v1/jobs/{id}/timing", get(timing))
+        .route("/v1/jobs/{id}/waiting", get(waiting::waiting))
         .route("/v1/jobs/{id}/events", get(events))
         .route("/v1/jobs/{id}/cancel", post(control::cancel))
         .route("/v1/jobs/{id}/pause", post(control::pause))
@@ -508,7 +515,10 @@ async fn tree(
     let Some(root_id) = store::root_of(&state.pool, id).await? else {
         return Err(no_job(id));
     };
-    let counts = store::tree(&state.pool, root_id).await?.unwrap_or_default();
+    let Some(view) = store::tree(&state.pool, root_id).await? else {
+        return Err(no_job(id));
+    };
+    let counts = &view.counts;
     let mut phases = serde_json::Map::new();
     for (phase, status, n) in store::tree_phases(&state.pool, root_id).await? {
         if let Value::Object(m) = phases.entry(phase).or_insert_with(|| json!({})) {
@@ -521,6 +531,8 @@ async fn tree(
     for (status, n) in counts.iter() {
         by_status.insert(status.as_str().to_owned(), json!(n));
     }
+    let rate = view.window.per_second();
+    let now = view.window.now_ms;
     Ok(Json(json!({
         "root_id": root_id,
         "jobs": total,
@@ -528,6 +540,11 @@ async fn tree(
         // Where the jobs are: counts by status within each phase.
         "phases": phases,
         "progress": if total > 0 { done as f64 / total as f64 } else { 0.0 },
+        "remaining": total - done,
+        "elapsed_ms": rate::elapsed_ms(view.created_ms, view.finished_ms, now),
+        "rate_per_s": rate,
+        "rate_window": rate::WINDOW,
+        "eta_ms": rate::eta_ms(total - done, rate),
     })))
 }
 

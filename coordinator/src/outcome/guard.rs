@@ -256,6 +256,7 @@ mod tests {
                     token: token(),
                     phase: "x\0".into(),
                     lease_ms: 1,
+                    worker: None,
                 },
                 Some("invalid phase name"),
             ),

@@ -34,7 +34,7 @@ use tributary_common::job::DispatchToken;
 use tributary_common::limits::Limits;
 use tributary_common::retry::Backoff;
 use tributary_common::status::{JobEvent, JobStatus, PhaseEvent, PhaseStatus, TreeCounts};
-use tributary_common::wire::{Outcome, ReportItem};
+use tributary_common::wire::{self, Outcome, ReportItem};
 use uuid::Uuid;
 
 use super::{Applied, guard};
@@ -282,7 +282,10 @@ impl Plan {
         }
         match item {
             ReportItem::Started {
-                phase, lease_ms, ..
+                phase,
+                lease_ms,
+                worker,
+                ..
             } => {
                 if !job.is_current(&token) {
                     // The worker runs something nobody waits for (its job was
@@ -296,6 +299,7 @@ impl Plan {
                 job.row.phase = phase.clone();
                 job.started = true;
                 job.lease_ms = Some(lease(*lease_ms));
+                job.lease_holder = worker.as_deref().and_then(wire::worker_identity);
                 self.step(token.job_id, JobEvent::Start, Some(PhaseEvent::Start));
             }
             ReportItem::Spawned {

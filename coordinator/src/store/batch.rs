@@ -356,6 +356,8 @@ pub struct JobWrites {
     pub rerun: Vec<bool>,
     /// A new lease for the running phase, from now.
     pub lease_ms: Vec<Option<i64>>,
+    /// The worker that reported the start (written when `started`).
+    pub lease_holder: Vec<Option<String>>,
 }
 
 /// Writes changed jobs in one statement.
@@ -386,15 +388,71 @@ pub async fn write_jobs(tx: &mut Transaction<'_, Postgres>, w: JobWrites) -> Res
                                when d.rerun then null else j.finished_at end,
             lease_until = case when d.lease_ms is not null then clock_timestamp() + d.lease_ms * interval '1 millisecond'
                                when d.phase_status = 'running' then j.lease_until end,
+            lease_holder = case when d.started then d.lease_holder else j.lease_holder end,
             updated_at = now()
-         from unnest($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::int4[], $6::text[], $7::bool[], $8::bool[],
-                     $9::bytea[], $10::bool[], $11::bytea[], $12::text[], $13::text[], $14::bool[], $15::int8[],
-                     $16::int4[], $17::text[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], $22::int8[],
-                     $23::bool[], $24::int8[], $25::int8[], $26::text[], $27::bool[], $28::int8[], $29::bool[])
-              as d(id, status, phase, phase_seq, attempt, phase_status, started, set_state, state, set_output,
-                   output, error, warning, dispatch_pending, delay_ms, fanout_seq, resume_phase,
-                   children_expected, children_total, children_completed, children_failed, children_cancelled,
-                   set_progress, progress_done, progress_total, progress_message, finished, lease_ms, rerun)
+         from unnest(
+            $1::uuid[],
+            $2::text[],
+            $3::text[],
+            $4::int4[],
+            $5::int4[],
+            $6::text[],
+            $7::bool[],
+            $8::bool[],
+            $9::bytea[],
+            $10::bool[],
+            $11::bytea[],
+            $12::text[],
+            $13::text[],
+            $14::bool[],
+            $15::int8[],
+            $16::int4[],
+            $17::text[],
+            $18::int8[],
+            $19::int8[],
+            $20::int8[],
+            $21::int8[],
+            $22::int8[],
+            $23::bool[],
+            $24::int8[],
+            $25::int8[],
+            $26::text[],
+            $27::bool[],
+            $28::int8[],
+            $29::bool[],
+            $30::text[]
+         ) as d(
+            id,
+            status,
+            phase,
+            phase_seq,
+            attempt,
+            phase_status,
+            started,
+            set_state,
+            state,
+            set_output,
+            output,
+            error,
+            warning,
+            dispatch_pending,
+            delay_ms,
+            fanout_seq,
+            resume_phase,
+            children_expected,
+            children_total,
+            children_completed,
+            children_failed,
+            children_cancelled,
+            set_progress,
+            progress_done,
+            progress_total,
+            progress_message,
+            finished,
+            lease_ms,
+            rerun,
+            lease_holder
+         )
          where j.id = d.id",
     )
     .bind(w.id)
@@ -426,6 +484,7 @@ pub async fn write_jobs(tx: &mut Transaction<'_, Postgres>, w: JobWrites) -> Res
     .bind(w.finished)
     .bind(w.lease_ms)
     .bind(w.rerun)
+    .bind(w.lease_holder)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -131,8 +131,20 @@ pub async fn write_tree_and_events(
                 completed = t.completed + d.completed,
                 failed = t.failed + d.failed,
                 cancelled = t.cancelled + d.cancelled,
+                -- The rate window (crate::rate) rotates here too: a batch a
+                -- bucket or more after the current bucket began starts a
+                -- new one. Every `t.` on the right is the value before.
+                rate_prev_at = case when t.rate_at > now() - b.len then t.rate_prev_at
+                                    when t.updated_at <= now() - b.len then now() - b.len
+                                    else t.rate_at end,
+                rate_prev_done = case when t.rate_at > now() - b.len then t.rate_prev_done
+                                      when t.updated_at <= now() - b.len then t.completed + t.failed + t.cancelled
+                                      else t.rate_done end,
+                rate_done = case when t.rate_at > now() - b.len then t.rate_done
+                                 else t.completed + t.failed + t.cancelled end,
+                rate_at = case when t.rate_at > now() - b.len then t.rate_at else now() end,
                 updated_at = now()
-            from d
+            from d, (select $9::int8 * interval '1 millisecond' as len) b
             where t.root_id = d.root_id
             returning t.*, (d.pending, d.running, d.waiting, d.paused, d.completed, d.failed, d.cancelled)
                            <> (0, 0, 0, 0, 0, 0, 0) as changed
@@ -147,7 +159,7 @@ pub async fn write_tree_and_events(
     for c in cols {
         q = q.bind(c);
     }
-    q.execute(&mut **tx).await?;
+    q.bind(crate::rate::BUCKET_MS).execute(&mut **tx).await?;
     if !by_phase.is_empty() {
         let roots: Vec<Uuid> = by_phase.iter().map(|p| p.0).collect();
         let phases: Vec<&str> = by_phase.iter().map(|p| p.1.as_str()).collect();

@@ -14,6 +14,8 @@
 //! - `outbox.rs`: the dispatch queue: a submitted root, the relay's claim
 //!   and mark, and the lease reaper's scan.
 //! - `views.rs`: read-only queries for the HTTP API.
+//! - `waiting.rs`: the read-only queries that explain a job that is not
+//!   progressing (`GET /v1/jobs/{id}/waiting`).
 //!
 //! Bulk statements bind one array per column and `UNNEST` them, so a batch
 //! of hundreds of outcomes or thousands of children is one round trip.
@@ -32,12 +34,14 @@ mod control;
 mod events;
 mod outbox;
 mod views;
+mod waiting;
 
 pub use batch::*;
 pub use control::*;
 pub use events::*;
 pub use outbox::*;
 pub use views::*;
+pub use waiting::*;
 
 /// What went wrong talking to Postgres.
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use tributary_common::status::{JobStatus, TreeCounts};
 
 use super::{Result, trip};
+use crate::rate::RateWindow;
 
 /// Reads a durable counter (0 when never written).
 pub async fn counter(pool: &PgPool, name: &str) -> Result<i64> {
@@ -206,11 +207,35 @@ pub async fn root_of(pool: &PgPool, id: Uuid) -> Result<Option<Uuid>> {
     Ok(root)
 }
 
-/// Counts by status for a tree.
-pub async fn tree(pool: &PgPool, root: Uuid) -> Result<Option<TreeCounts>> {
+/// A tree's summary: its counts, its rate window and its root's times.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TreeView {
+    /// Counts by status.
+    pub counts: TreeCounts,
+    /// The rate window, read at the database's `now`.
+    pub window: RateWindow,
+    /// The root's creation, ms since the epoch.
+    pub created_ms: i64,
+    /// When the root ended, ms since the epoch.
+    pub finished_ms: Option<i64>,
+}
+
+/// The summary of the tree of `root`: one read of its `tree_summary` row
+/// and its root's row, both by primary key, whatever the tree's size.
+pub async fn tree(pool: &PgPool, root: Uuid) -> Result<Option<TreeView>> {
     trip();
     let row = sqlx::query(
-        "select pending, running, waiting, paused, completed, failed, cancelled from tree_summary where root_id = $1",
+        "select t.pending, t.running, t.waiting, t.paused, t.completed, t.failed, t.cancelled,
+                (extract(epoch from t.updated_at) * 1000)::int8 as updated_ms,
+                (extract(epoch from t.rate_at) * 1000)::int8 as rate_at_ms,
+                t.rate_done,
+                (extract(epoch from t.rate_prev_at) * 1000)::int8 as rate_prev_ms,
+                t.rate_prev_done,
+                (extract(epoch from r.created_at) * 1000)::int8 as created_ms,
+                (extract(epoch from r.finished_at) * 1000)::int8 as finished_ms,
+                (extract(epoch from clock_timestamp()) * 1000)::int8 as now_ms
+         from tree_summary t join jobs r on r.id = t.root_id
+         where t.root_id = $1",
     )
     .bind(root)
     .fetch_optional(pool)
@@ -220,7 +245,21 @@ pub async fn tree(pool: &PgPool, root: Uuid) -> Result<Option<TreeCounts>> {
         for status in JobStatus::ALL {
             counts.add(status, r.try_get::<i64, _>(status.as_str())?);
         }
-        Ok(counts)
+        let window = RateWindow {
+            now_ms: r.try_get("now_ms")?,
+            updated_ms: r.try_get("updated_ms")?,
+            at_ms: r.try_get("rate_at_ms")?,
+            done_at: r.try_get("rate_done")?,
+            prev_ms: r.try_get("rate_prev_ms")?,
+            done_prev: r.try_get("rate_prev_done")?,
+            done: counts.terminal(),
+        };
+        Ok(TreeView {
+            counts,
+            window,
+            created_ms: r.try_get("created_ms")?,
+            finished_ms: r.try_get("finished_ms")?,
+        })
     })
     .transpose()
 }

@@ -18,3 +18,4 @@ mod poison;
 mod restarts;
 mod scenarios;
 mod tls;
+mod waiting;

@@ -38,6 +38,7 @@ pub(super) struct JobPlan {
     pub(super) locked: (JobStatus, PhaseStatus, i32),
     /// The phase name as locked, for the tree's counts by phase.
     pub(super) locked_phase: String,
+    pub(super) lease_holder: Option<String>,
 }
 
 impl JobPlan {
@@ -63,6 +64,7 @@ impl JobPlan {
             progress: None,
             lease_ms: None,
             rerun: false,
+            lease_holder: None,
         }
     }
 
@@ -285,6 +287,7 @@ impl Plan {
             w.finished.push(job.finished);
             w.lease_ms.push(job.lease_ms);
             w.rerun.push(job.rerun);
+            w.lease_holder.push(job.lease_holder);
         }
         let deltas = self
             .tree

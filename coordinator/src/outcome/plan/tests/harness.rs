@@ -177,6 +177,7 @@ pub struct Written {
     pub set_state: bool,
     pub set_progress: bool,
     pub lease_ms: Option<i64>,
+    pub lease_holder: Option<String>,
     pub finished: bool,
 }
 
@@ -203,6 +204,7 @@ fn written(w: &JobWrites, i: usize) -> Written {
         set_state: w.set_state[i],
         set_progress: w.set_progress[i],
         lease_ms: w.lease_ms[i],
+        lease_holder: w.lease_holder[i].clone(),
         finished: w.finished[i],
     }
 }

@@ -23,6 +23,7 @@ fn each_kind(t: DispatchToken) -> Vec<(&'static str, ReportItem)> {
                 token: t,
                 phase: "work".into(),
                 lease_ms: 30_000,
+                worker: None,
             },
         ),
         (
@@ -307,6 +308,8 @@ fn leases_are_clamped_and_failure_actions_round_trip() {
         token: t,
         phase: "resolved".into(),
         lease_ms: 5,
+        // Cleaned before it is stored.
+        worker: Some("41-ab@host one\n".into()),
     };
     let beat = ReportItem::Heartbeat {
         token: t,
@@ -322,6 +325,7 @@ fn leases_are_clamped_and_failure_actions_round_trip() {
         (w.phase_status.as_str(), w.lease_ms),
         ("running", Some(90_000))
     );
+    assert_eq!(w.lease_holder.as_deref(), Some("41-ab@host_one_"));
     // A second Started for a phase already running is fenced.
     let run = Db::with(&[&job]).run(&[started.clone(), started]);
     assert_eq!(seen(&run.applied), counts(1, 1, 0));

@@ -89,6 +89,7 @@ fn a_refused_report_fails_its_job_unless_its_token_is_stale() {
         token: t,
         phase: String::new(),
         lease_ms: 30_000,
+        worker: None,
     };
     let bad_kind = |t| {
         let mut item = spawned(t, 0, 0, 2);
