@@ -748,30 +748,36 @@ impl TestCluster {
             let _ = c.kill().await;
         }
         self.pool.close().await;
-        let cancel = CancellationToken::new();
-        if let Ok(conn) = tributary_common::broker::connect(AMQP_URL, "test-cleanup", &cancel).await
-            && let Ok(ch) = conn.create_channel().await
-        {
-            let topology = Topology::new(&self.namespace).expect("namespace");
-            let mut queues: Vec<String> = kinds().iter().map(|k| topology.task_queue(k)).collect();
-            queues.extend([topology.reports_queue(), topology.dead_letter_queue()]);
-            for q in queues {
-                let _ = ch
-                    .queue_delete(q.into(), QueueDeleteOptions::default())
-                    .await;
-            }
-            for e in [topology.tasks_exchange(), topology.dead_letter_exchange()] {
-                let _ = ch
-                    .exchange_delete(e.into(), ExchangeDeleteOptions::default())
-                    .await;
-            }
-            let _ = conn.close(200, "done".into()).await;
+        remove(&self.namespace, &self.database).await;
+    }
+}
+
+/// Deletes `namespace`'s queues and exchanges and drops `database`: what a
+/// cluster (or a `tributary demo --namespace --database` run) leaves.
+pub async fn remove(namespace: &str, database: &str) {
+    let cancel = CancellationToken::new();
+    if let Ok(conn) = tributary_common::broker::connect(AMQP_URL, "test-cleanup", &cancel).await
+        && let Ok(ch) = conn.create_channel().await
+    {
+        let topology = Topology::new(namespace).expect("namespace");
+        let mut queues: Vec<String> = kinds().iter().map(|k| topology.task_queue(k)).collect();
+        queues.extend([topology.reports_queue(), topology.dead_letter_queue()]);
+        for q in queues {
+            let _ = ch
+                .queue_delete(q.into(), QueueDeleteOptions::default())
+                .await;
         }
-        if let Ok(admin) = PgPool::connect(&format!("{PG_SERVER}/postgres")).await {
-            let sql = format!("drop database if exists \"{}\" with (force)", self.database);
-            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
-            admin.close().await;
+        for e in [topology.tasks_exchange(), topology.dead_letter_exchange()] {
+            let _ = ch
+                .exchange_delete(e.into(), ExchangeDeleteOptions::default())
+                .await;
         }
+        let _ = conn.close(200, "done".into()).await;
+    }
+    if let Ok(admin) = PgPool::connect(&format!("{PG_SERVER}/postgres")).await {
+        let sql = format!("drop database if exists \"{database}\" with (force)");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
+        admin.close().await;
     }
 }
 

@@ -9,7 +9,7 @@
 //! - the task queues of the kinds involved (depth and live consumers, from
 //!   the broker, [`crate::queues`]);
 //! - its paused or cancelled ancestors;
-//! - a one-line `reason` ([`reason::reason`]).
+//! - a one-line `reason`, from a pure function of all that (`waiting/reason.rs`).
 
 mod reason;
 

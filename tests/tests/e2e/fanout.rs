@@ -223,8 +223,14 @@ async fn demo_json_equals_a_shell_pipeline() {
         .parse()
         .expect("files");
 
+    // A namespace and a database of its own: nothing another run (or a
+    // coordinator of another version) left in `demo`/`tributary_demo` matters.
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let namespace = format!("d{}", &id[id.len() - 16..]);
+    let database = format!("trib_{namespace}");
     let out = tokio::process::Command::new(bin("tributary"))
         .args(["demo", "--path", &d, "--json"])
+        .args(["--namespace", &namespace, "--database", &database])
         .env(
             "TRIBUTARY_DATABASE_URL",
             format!("{}/tributary", tributary_tests::PG_SERVER),
@@ -232,6 +238,7 @@ async fn demo_json_equals_a_shell_pipeline() {
         .output()
         .await
         .expect("run tributary demo");
+    tributary_tests::remove(&namespace, &database).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
