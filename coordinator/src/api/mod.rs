@@ -4,6 +4,7 @@
 //! | route | what |
 //! |---|---|
 //! | `POST /v1/jobs` | submit `{kind, input, options?}`; answers `201 {"id"}` with `Location` |
+//! | `GET /v1/jobs` | list roots newest first, a tree (`root`) or a parent's children (`parent`); `status`, `kind`, `created_after`, `limit`, `cursor` |
 //! | `GET /v1/jobs/{id}` | status, phase, phases, children counts, output or error |
 //! | `GET /v1/jobs/{id}/children` | children in spawn order (`after`, `limit`, `seq`, `format=json\|msgpack`), at most about 8 MiB a page |
 //! | `GET /v1/jobs/{id}/tree` | counts by status for the job's whole tree |
@@ -21,6 +22,7 @@
 //!
 //! - [`error`]: the error answer, how store failures map to statuses, and
 //!   the middlewares that give every failure the one shape.
+//! - [`list`]: `GET /v1/jobs`, its parameters and cursors.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +45,7 @@ use tributary_common::wire::{self, ChildResult};
 use uuid::Uuid;
 
 pub mod error;
+pub mod list;
 
 pub use self::error::ApiError;
 use self::error::{bad, json_errors, no_route, request_timeout, unavailable};
@@ -93,7 +96,7 @@ pub fn router(state: ApiState) -> Router {
     let timeout = state.request_timeout;
     let body_limit = body_limit(&state.limits);
     Router::new()
-        .route("/v1/jobs", post(submit))
+        .route("/v1/jobs", post(submit).get(list::list))
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/jobs/{id}/children", get(children))
         .route("/v1/jobs/{id}/tree", get(tree))

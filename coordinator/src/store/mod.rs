@@ -10,6 +10,8 @@
 //! - `outbox.rs`: the dispatch queue: a submitted root, the relay's claim
 //!   and mark, and the lease reaper's scan.
 //! - `views.rs`: read-only queries for the HTTP API.
+//! - `list.rs`: pages of jobs for `GET /v1/jobs` (roots, a tree, a
+//!   parent's children), each by its own index.
 //!
 //! Bulk statements bind one array per column and `UNNEST` them, so a batch
 //! of hundreds of outcomes or thousands of children is one round trip.
@@ -24,10 +26,12 @@ use tokio_util::sync::CancellationToken;
 use tributary_common::config::mask_url;
 
 mod batch;
+mod list;
 mod outbox;
 mod views;
 
 pub use batch::*;
+pub use list::*;
 pub use outbox::*;
 pub use views::*;
 
