@@ -20,6 +20,7 @@
 //! - [`dispatch`]: the relay that publishes committed dispatches.
 //! - [`outcome`]: the batched outcome applier and fan-in.
 //! - [`lease`]: retries started phases whose lease (heartbeats) ran out.
+//! - [`retention`]: prunes expired rows (idempotency keys) in batches.
 //! - [`metrics`]: process counters on `/metrics`.
 
 pub mod api;
@@ -28,6 +29,7 @@ pub mod dispatch;
 pub mod lease;
 pub mod metrics;
 pub mod outcome;
+pub mod retention;
 pub mod server;
 pub mod settings;
 pub mod store;
@@ -206,6 +208,8 @@ impl Application {
             std::time::Duration::from_millis(self.settings.lease_sweep_ms),
         );
         let reaper_task = tokio::spawn(reaper.run(cancel.clone()));
+        let retention = retention::Retention::new(self.pool.clone(), Default::default());
+        let retention_task = tokio::spawn(retention.run(cancel.clone()));
         let relay_task = tokio::spawn(relay.run(self.settings.amqp_url.clone(), cancel.clone()));
         let applier_task = tokio::spawn(applier.run(
             self.settings.amqp_url.clone(),
@@ -224,6 +228,7 @@ impl Application {
         server::serve(self.listener, app, &server, cancel.clone()).await;
         let _ = relay_task.await;
         let _ = reaper_task.await;
+        let _ = retention_task.await;
         let _ = applier_task.await;
         self.pool.close().await;
         Ok(())

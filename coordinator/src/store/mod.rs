@@ -12,6 +12,8 @@
 //! - `views.rs`: read-only queries for the HTTP API.
 //! - `list.rs`: pages of jobs for `GET /v1/jobs` (roots, a tree, a
 //!   parent's children), each by its own index.
+//! - `idempotency.rs`: idempotency keys of submissions (the key and the
+//!   job in one transaction) and their pruning.
 //!
 //! Bulk statements bind one array per column and `UNNEST` them, so a batch
 //! of hundreds of outcomes or thousands of children is one round trip.
@@ -26,11 +28,13 @@ use tokio_util::sync::CancellationToken;
 use tributary_common::config::mask_url;
 
 mod batch;
+mod idempotency;
 mod list;
 mod outbox;
 mod views;
 
 pub use batch::*;
+pub use idempotency::*;
 pub use list::*;
 pub use outbox::*;
 pub use views::*;
