@@ -209,7 +209,12 @@ impl Listing {
 /// RFC 3339 time (`2026-11-23T14:00:00Z`, `…14:00:00.250+01:00`).
 pub(crate) fn parse_time_ms(text: &str) -> Result<u64, &'static str> {
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        return text.parse::<u64>().map_err(|_| "out of range");
+        // A UUID v7 holds 48 bits of milliseconds (until the year 10889).
+        return text
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| *ms < 1 << 48)
+            .ok_or("out of range");
     }
     let b = text.as_bytes();
     let num = |range: std::ops::Range<usize>| -> Result<i64, &'static str> {
@@ -458,6 +463,7 @@ mod tests {
     #[test]
     fn times_parse_as_rfc_3339_or_milliseconds() {
         assert_eq!(parse_time_ms("0"), Ok(0));
+        assert_eq!(parse_time_ms("281474976710655"), Ok((1 << 48) - 1));
         assert_eq!(parse_time_ms("1763906400000"), Ok(1_763_906_400_000));
         assert_eq!(parse_time_ms("1970-01-01T00:00:00Z"), Ok(0));
         assert_eq!(parse_time_ms("2025-11-23T14:00:00Z"), Ok(1_763_906_400_000));
@@ -484,6 +490,7 @@ mod tests {
             "2025-11-23T14:00:00+1:00",
             "1969-12-31T23:59:59Z",
             "99999999999999999999999",
+            "281474976710656",
             "2025-11-23T14:00:00Zjunk",
         ] {
             assert!(parse_time_ms(bad).is_err(), "{bad:?} parsed");
