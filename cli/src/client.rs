@@ -49,7 +49,8 @@ impl Api {
         })
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    /// GETs `path` (with its query string) and reads the JSON answer.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         self.answer(self.http.get(&url), &url).await
     }
@@ -118,11 +119,26 @@ impl Api {
         input: &Value,
         options: Option<&Value>,
     ) -> anyhow::Result<String> {
+        self.submit_once(kind, input, options, None).await
+    }
+
+    /// Submits a job under an idempotency key, if given: the same key and
+    /// request return the same job for 24 h. Returns its id.
+    pub async fn submit_once(
+        &self,
+        kind: &str,
+        input: &Value,
+        options: Option<&Value>,
+        idempotency_key: Option<&str>,
+    ) -> anyhow::Result<String> {
         let mut body = json!({ "kind": kind, "input": input });
         if let Some(o) = options {
             body["options"] = o.clone();
         }
-        let request = self.http.post(format!("{}/v1/jobs", self.base)).json(&body);
+        let mut request = self.http.post(format!("{}/v1/jobs", self.base)).json(&body);
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
         let answer = self.answer(request, "submission").await?;
         answer["id"]
             .as_str()

@@ -1,6 +1,6 @@
 //! `tributary`: the command line. Talks to a coordinator's HTTP API
-//! (`submit`, `status`, `watch`, `logs`, `why`, `cancel`, `pause`,
-//! `resume`, `retry`), runs a local fleet (`demo`), and also is the
+//! (`submit`, `status`, `watch`, `logs`, `why`, `jobs ls`, `cancel`,
+//! `pause`, `resume`, `retry`), runs a local fleet (`demo`), and also is the
 //! coordinator and the worker (`coordinator`, `worker`), so one binary is
 //! enough on a laptop.
 //!
@@ -13,6 +13,7 @@ mod client;
 mod demo;
 mod ending;
 mod fleet;
+mod jobs;
 mod logs;
 mod why;
 
@@ -71,7 +72,14 @@ enum Command {
         /// Wait for the job to end, showing progress.
         #[arg(long)]
         wait: bool,
+        /// Idempotency key: submitting again with the same key and request
+        /// within 24 h returns the first job instead of making another.
+        #[arg(long)]
+        idempotency_key: Option<String>,
     },
+    /// Find jobs: list roots, a tree, or a job's children.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
     /// Print a job's status as JSON.
     Status {
         /// Job id.
@@ -188,7 +196,12 @@ async fn run_client(api: &client::Api, command: Command) -> anyhow::Result<i32> 
             input,
             options,
             wait,
-        } => submit(api, &kind, &input, options.as_deref(), wait).await,
+            idempotency_key,
+        } => {
+            let key = idempotency_key.as_deref();
+            submit(api, &kind, &input, options.as_deref(), key, wait).await
+        }
+        Command::Jobs(command) => jobs::run(api, command).await.map(|()| 0),
         Command::Status { id } => {
             let job = api.job(&id).await?;
             println!("{}", serde_json::to_string_pretty(&job)?);
@@ -236,6 +249,7 @@ async fn submit(
     kind: &str,
     input: &str,
     options: Option<&str>,
+    idempotency_key: Option<&str>,
     wait: bool,
 ) -> anyhow::Result<i32> {
     use anyhow::Context;
@@ -244,7 +258,9 @@ async fn submit(
         .map(serde_json::from_str)
         .transpose()
         .context("--options is not JSON")?;
-    let id = api.submit(kind, &input, options.as_ref()).await?;
+    let id = api
+        .submit_once(kind, &input, options.as_ref(), idempotency_key)
+        .await?;
     if wait {
         let job = client::watch(api, &id).await?;
         ended(&job)

@@ -25,6 +25,7 @@
 //! - [`lease`]: retries started phases whose lease (heartbeats) ran out.
 //! - [`queues`]: a task queue's depth and consumers, asked of the broker.
 //! - [`rate`]: a tree's completion rate over a sliding window, and its ETA.
+//! - [`retention`]: prunes expired rows (idempotency keys) in batches.
 //! - [`metrics`]: process counters on `/metrics`.
 
 pub mod api;
@@ -37,6 +38,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod queues;
 pub mod rate;
+pub mod retention;
 pub mod server;
 pub mod settings;
 pub mod store;
@@ -228,6 +230,8 @@ impl Application {
             std::time::Duration::from_millis(self.settings.lease_sweep_ms),
         );
         let reaper_task = tokio::spawn(reaper.run(cancel.clone()));
+        let retention = retention::Retention::new(self.pool.clone(), Default::default());
+        let retention_task = tokio::spawn(retention.run(cancel.clone()));
         let relay_task = tokio::spawn(relay.run(self.settings.amqp_url.clone(), cancel.clone()));
         let applier_task = tokio::spawn(applier.clone().run(
             self.settings.amqp_url.clone(),
@@ -255,6 +259,7 @@ impl Application {
         let _ = sweeper_task.await;
         let _ = listen_task.await;
         let _ = prune_task.await;
+        let _ = retention_task.await;
         let _ = applier_task.await;
         self.pool.close().await;
         Ok(())

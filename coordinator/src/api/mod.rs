@@ -3,7 +3,8 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `POST /v1/jobs` | submit `{kind, input, options?}`; answers `201 {"id"}` with `Location` |
+//! | `POST /v1/jobs` | submit `{kind, input, options?}`; answers `201 {"id"}` with `Location`; an `Idempotency-Key` replays (`200`) for 24 h |
+//! | `GET /v1/jobs` | list roots newest first, a tree (`root`) or a parent's children (`parent`); `status`, `kind`, `created_after`, `limit`, `cursor` |
 //! | `GET /v1/jobs/{id}` | status, phase, phases, children counts, output or error |
 //! | `GET /v1/jobs/{id}/children` | children in spawn order (`after`, `limit`, `seq`, `format=json\|msgpack`), at most about 8 MiB a page |
 //! | `GET /v1/jobs/{id}/tree` | counts by status for the job's whole tree and by phase and status, progress, elapsed time, rate over a sliding window and ETA ([`crate::rate`]) |
@@ -29,13 +30,15 @@
 //! - [`error`]: the error answer, how store failures map to statuses, and
 //!   the middlewares that give every failure the one shape.
 //! - [`waiting`]: `GET /v1/jobs/{id}/waiting` and its reason line.
+//! - [`list`]: `GET /v1/jobs`, its parameters and cursors.
+//! - [`idempotency`]: the `Idempotency-Key` header of a submission.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -52,6 +55,8 @@ use uuid::Uuid;
 
 mod control;
 pub mod error;
+pub mod idempotency;
+pub mod list;
 pub mod waiting;
 
 pub use self::error::ApiError;
@@ -112,7 +117,7 @@ pub fn router(state: ApiState) -> Router {
     let timeout = state.request_timeout;
     let body_limit = body_limit(&state.limits);
     Router::new()
-        .route("/v1/jobs", post(submit))
+        .route("/v1/jobs", post(submit).get(list::list))
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/jobs/{id}/children", get(children))
         .route("/v1/jobs/{id}/tree", get(tree))
@@ -209,6 +214,7 @@ async fn submit(
             ));
         }
     }
+    let key = idempotency::key(&headers)?;
     let sub: Submission = serde_json::from_slice(&body).map_err(|e| {
         let status = if e.is_data() {
             StatusCode::UNPROCESSABLE_ENTITY
@@ -275,31 +281,36 @@ async fn submit(
         FailureAction::StopAll => "stop_all",
         FailureAction::MarkWarning => "mark_warning",
     };
-    store::insert_root(
-        &state.pool,
-        &NewRoot {
-            id,
-            kind: &sub.kind,
-            input: &input,
-            phase,
-            // In 1..=MAX_ATTEMPTS, checked above.
-            max_attempts: max_attempts as i32,
-            max_child_failures,
-            failure_action: action,
-        },
-    )
-    .await?;
-    state.metrics.submitted();
-    state.relay_wake.notify_one();
-    tracing::info!(job = %id, kind = %sub.kind, "submitted");
-    let location = HeaderValue::from_str(&format!("/v1/jobs/{id}"))
-        .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(json!({ "id": id })),
-    )
-        .into_response())
+    let root = NewRoot {
+        id,
+        kind: &sub.kind,
+        input: &input,
+        phase,
+        // In 1..=MAX_ATTEMPTS, checked above.
+        max_attempts: max_attempts as i32,
+        max_child_failures,
+        failure_action: action,
+    };
+    let Some(key) = key else {
+        store::insert_root(&state.pool, &root).await?;
+        return idempotency::submitted(&state, &sub.kind, id, None);
+    };
+    let request = idempotency::fingerprint(
+        &sub.kind,
+        &sub.input,
+        phase,
+        max_attempts,
+        max_child_failures,
+        action,
+    );
+    match store::insert_root_once(&state.pool, &root, &key, &request).await? {
+        store::Submitted::Created => idempotency::submitted(&state, &sub.kind, id, Some(false)),
+        store::Submitted::Replayed(earlier) => {
+            tracing::info!(job = %earlier, kind = %sub.kind, "submission replayed (idempotency key)");
+            idempotency::submitted(&state, &sub.kind, earlier, Some(true))
+        }
+        store::Submitted::Conflict(earlier) => Err(idempotency::conflict(&key, earlier)),
+    }
 }
 
 /// 404 unless job `id` exists: a sub-resource of an unknown job is not an

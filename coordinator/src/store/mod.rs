@@ -16,6 +16,10 @@
 //! - `views.rs`: read-only queries for the HTTP API.
 //! - `waiting.rs`: the read-only queries that explain a job that is not
 //!   progressing (`GET /v1/jobs/{id}/waiting`).
+//! - `list.rs`: pages of jobs for `GET /v1/jobs` (roots, a tree, a
+//!   parent's children), each by its own index.
+//! - `idempotency.rs`: idempotency keys of submissions (the key and the
+//!   job in one transaction) and their pruning.
 //!
 //! Bulk statements bind one array per column and `UNNEST` them, so a batch
 //! of hundreds of outcomes or thousands of children is one round trip.
@@ -32,6 +36,8 @@ use tributary_common::config::mask_url;
 mod batch;
 mod control;
 mod events;
+mod idempotency;
+mod list;
 mod outbox;
 mod views;
 mod waiting;
@@ -39,6 +45,8 @@ mod waiting;
 pub use batch::*;
 pub use control::*;
 pub use events::*;
+pub use idempotency::*;
+pub use list::*;
 pub use outbox::*;
 pub use views::*;
 pub use waiting::*;

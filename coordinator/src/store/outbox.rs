@@ -30,6 +30,16 @@ pub struct NewRoot<'a> {
 /// Inserts a root job, pending and queued for dispatch, and its tree summary.
 pub async fn insert_root(pool: &PgPool, job: &NewRoot<'_>) -> Result<()> {
     let mut tx = begin(pool).await?;
+    insert_root_in(&mut tx, job).await?;
+    commit(tx).await
+}
+
+/// [`insert_root`] inside the caller's transaction (an idempotent
+/// submission records its key in the same one).
+pub(super) async fn insert_root_in(
+    tx: &mut Transaction<'_, Postgres>,
+    job: &NewRoot<'_>,
+) -> Result<()> {
     trip();
     sqlx::query(
         "insert into jobs (id, root_id, kind, input, phase, max_attempts, max_child_failures, failure_action)
@@ -42,12 +52,12 @@ pub async fn insert_root(pool: &PgPool, job: &NewRoot<'_>) -> Result<()> {
     .bind(job.max_attempts)
     .bind(job.max_child_failures)
     .bind(job.failure_action)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     trip();
     sqlx::query("insert into tree_summary (root_id, pending) values ($1, 1)")
         .bind(job.id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     trip();
     sqlx::query(
@@ -55,9 +65,9 @@ pub async fn insert_root(pool: &PgPool, job: &NewRoot<'_>) -> Result<()> {
     )
     .bind(job.id)
     .bind(job.phase)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
-    commit(tx).await
+    Ok(())
 }
 
 /// A job the relay must publish.

@@ -185,7 +185,8 @@ async fn every_error_status_has_the_json_shape() {
             None,
             405,
         ),
-        (get.clone(), "/v1/jobs".into(), None, 405),
+        (reqwest::Method::PUT, "/v1/jobs".into(), None, 405),
+        (get.clone(), "/v1/jobs?limit=abc".into(), None, 400),
         (reqwest::Method::PUT, "/healthz".into(), None, 405),
         (
             get.clone(),

@@ -14,6 +14,7 @@ mod fanout;
 mod faults;
 mod kinds;
 mod leases;
+mod list;
 mod poison;
 mod restarts;
 mod scenarios;
