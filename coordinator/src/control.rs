@@ -12,8 +12,11 @@
 //! already moved (born paused, or refused once cancelled), and every child
 //! it spawned before is in the next read. The cost is one indexed read per
 //! level and one transaction per batch of open jobs, never a scan per
-//! event. A coordinator that dies mid-walk leaves its claim to run out;
-//! the walk starts again (every step is idempotent).
+//! event. A walk is claimed with a session-level advisory lock on the
+//! sweeper's own connection: a coordinator that dies mid-walk frees it at
+//! once, and another sweeper (or the restarted one) walks again (every step
+//! is idempotent). While a cancel or pause of a root is being walked, the
+//! relay publishes nothing of that tree.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,8 +35,6 @@ use crate::store::{self, Action, StoreError, SubtreeControl, WalkedChild};
 const BATCH: usize = 1000;
 /// Parents whose children one read fetches.
 const LEVEL_READ: usize = 1000;
-/// How long a claim on a walk lasts; renewed while the walk goes on.
-const CLAIM_SECS: i64 = 15;
 
 /// Walks recorded subtree controls.
 pub struct Sweeper {
@@ -55,11 +56,24 @@ impl Sweeper {
 
     /// Walks recorded controls until `cancel` fires.
     pub async fn run(self, cancel: CancellationToken) {
+        let mut claims: Option<store::WalkClaims> = None;
         while !cancel.is_cancelled() {
-            match store::claim_control(&self.pool, CLAIM_SECS).await {
+            let session = match claims.as_mut() {
+                Some(c) => c,
+                None => match store::WalkClaims::open(&self.pool).await {
+                    Ok(c) => claims.insert(c),
+                    Err(e) => {
+                        tracing::warn!("subtree sweeper cannot open its session: {e}");
+                        sleep_or_cancel(Duration::from_secs(1), &cancel).await;
+                        continue;
+                    }
+                },
+            };
+            match session.claim(&self.pool).await {
                 Ok(Some(control)) => {
                     let started = Instant::now();
-                    match self.walk(&control, &cancel).await {
+                    let walked = self.walk(&control, &cancel).await;
+                    match &walked {
                         Ok(moved) => tracing::info!(
                             job = %control.job_id,
                             action = control.action.as_str(),
@@ -69,20 +83,28 @@ impl Sweeper {
                         ),
                         Err(e) => {
                             tracing::warn!(job = %control.job_id, "subtree walk failed: {e}; it will run again");
-                            sleep_or_cancel(Duration::from_secs(1), &cancel).await;
                         }
+                    }
+                    if let Err(e) = session.release(control.id).await {
+                        tracing::warn!("subtree sweeper lost its session: {e}");
+                        claims = None;
+                    }
+                    if walked.is_err() {
+                        sleep_or_cancel(Duration::from_secs(1), &cancel).await;
                     }
                 }
                 Ok(None) => {
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = self.wake.notified() => {}
-                        // Another coordinator's walks, and claims run out.
-                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        // Another coordinator's walks, and walks whose
+                        // sweeper died.
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
                 Err(e) => {
                     tracing::warn!("subtree sweeper cannot read its work: {e}");
+                    claims = None;
                     sleep_or_cancel(Duration::from_secs(1), &cancel).await;
                 }
             }
@@ -98,12 +120,11 @@ impl Sweeper {
     ) -> Result<u64, StoreError> {
         let mut level = vec![control.job_id];
         let mut moved = 0u64;
-        let mut renewed = Instant::now();
         while !level.is_empty() {
             let mut next = Vec::new();
             for parents in level.chunks(LEVEL_READ) {
                 if cancel.is_cancelled() {
-                    // Unfinished: the claim runs out and the walk resumes.
+                    // Unfinished: the row stays, and the walk runs again.
                     return Ok(moved);
                 }
                 let children = store::children_of(&self.pool, parents).await?;
@@ -124,10 +145,6 @@ impl Sweeper {
                         .filter(|c| c.fanned_out)
                         .map(|c: &WalkedChild| c.id),
                 );
-                if renewed.elapsed() > Duration::from_secs((CLAIM_SECS / 3) as u64) {
-                    store::renew_control(&self.pool, control.id, CLAIM_SECS).await?;
-                    renewed = Instant::now();
-                }
             }
             level = next;
         }

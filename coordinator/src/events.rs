@@ -229,12 +229,19 @@ impl Hub {
     ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>, StoreError> {
         let (tx, rx) = mpsc::channel::<Event>(64);
         let pruned = store::counter(&self.pool, "events_pruned_through").await?;
+        let last = store::last_event(&self.pool, root).await?;
         let start = match after {
-            Some(after) if after >= pruned => after,
-            // Fresh, or further back than the log keeps: start from a
-            // snapshot of now.
+            Some(after) if after >= pruned && after <= last => after,
+            // Fresh, further back than the log keeps, or beyond anything
+            // this tree has (a position from another tree or another
+            // database): start from a snapshot of now. Its id never takes
+            // a client back.
             _ => {
-                let at = store::last_event(&self.pool, root).await?;
+                let at = match after {
+                    // Pruned: new events of this tree come after it anyway.
+                    Some(a) if a < pruned => a.max(last),
+                    _ => last,
+                };
                 let snapshot = snapshot(&self.pool, root, job, after.is_some()).await?;
                 // The channel is new and empty: this cannot fail.
                 let _ = tx.try_send(sse(at, "snapshot", &snapshot));
@@ -345,8 +352,8 @@ async fn snapshot(pool: &PgPool, root: Uuid, job: Uuid, reset: bool) -> Result<V
         "root_id": root,
         "job": j,
         "counts": by_status,
-        // True when the position asked for is older than the log keeps:
-        // events in between were pruned.
+        // True when the position asked for could not be resumed from (older
+        // than the log keeps, or beyond this tree's latest event).
         "reset": reset,
     }))
 }

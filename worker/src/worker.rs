@@ -141,6 +141,7 @@ impl Worker {
         let tracker = TaskTracker::new();
         let phase_cancel = CancellationToken::new();
         let stops = Arc::new(Stops::default());
+        let control_exchange = self.topology.control_exchange();
         let mut links: Option<Links> = None;
         'outer: while !cancel.is_cancelled() {
             let (mut stream, current) = match self.connect(&cancel).await {
@@ -169,7 +170,7 @@ impl Worker {
                         }
                     }
                     order = control.next() => match order {
-                        Some(Ok(delivery)) => heed(&stops, delivery).await,
+                        Some(Ok(delivery)) => heed(&stops, delivery, &control_exchange).await,
                         Some(Err(e)) => {
                             tracing::warn!("control consumer failed: {e}; reconnecting");
                             break;
@@ -299,8 +300,19 @@ impl Worker {
 }
 
 /// Takes one stop order: remembers its tokens and cancels their running
-/// executions. An unreadable order is dead-lettered with a log line.
-async fn heed(stops: &Stops, delivery: Delivery) {
+/// executions. An unreadable order is dead-lettered with a log line, and so
+/// is one that did not come through the control exchange: anyone who may
+/// publish reports (the default exchange) could address a worker's queue
+/// by name, but only coordinators may publish on `{ns}.control`.
+async fn heed(stops: &Stops, delivery: Delivery, exchange: &str) {
+    if delivery.exchange.as_str() != exchange {
+        tracing::error!(
+            exchange = %delivery.exchange,
+            "dead-lettering a stop order that did not come through the control exchange"
+        );
+        settle(delivery.reject(BasicRejectOptions { requeue: false })).await;
+        return;
+    }
     match wire::decode::<Control>(&delivery.data) {
         Ok(order) if order.stop.len() <= MAX_STOPS_PER_MESSAGE => {
             let running = stops.stop(&order.stop);
@@ -614,7 +626,7 @@ impl Execution {
         if stops.is_stopped(&token) {
             // Its job was cancelled (or it was held, or moved on) while it
             // ran: the coordinator would fence this outcome.
-            tracing::info!(%token, "execution stopped by its coordinator; outcome discarded");
+            tracing::info!(%token, "execution stopped by a stop order; outcome discarded");
             return true;
         }
         if let Outcome::Fail { error, .. } = &outcome {

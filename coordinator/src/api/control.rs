@@ -1,15 +1,16 @@
 //! Operators steer a job and its subtree: cancel, pause, resume, retry.
 //!
-//! Each answers `202` with the job's status after the action, and is
-//! idempotent: cancelling a cancelled job, pausing a paused one or resuming
-//! a running one changes nothing and answers the same. The job itself moves
+//! Each answers `202` with the job's status after the action. Cancel,
+//! pause and resume are idempotent: cancelling a cancelled job, pausing a
+//! paused one or resuming a running one changes nothing and answers the
+//! same. Retry is not: a job already running again answers `409` saying so. The job itself moves
 //! in the request's transaction; its descendants follow through the
 //! sweeper ([`crate::control`]), recorded in that same transaction.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tributary_common::limits;
@@ -39,10 +40,23 @@ struct RetryBody {
 }
 
 /// An empty body is the default; anything else must be a JSON object of
-/// the expected shape.
-fn body<T: Default + for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, ApiError> {
+/// the expected shape, sent as `application/json`.
+fn body<T: Default + for<'de> Deserialize<'de>>(
+    headers: &HeaderMap,
+    bytes: &Bytes,
+) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !ct.starts_with("application/json") {
+        return Err(bad(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("a request body must be application/json, not {ct:?}"),
+        ));
     }
     serde_json::from_slice(bytes).map_err(|e| {
         let status = if e.is_data() {
@@ -58,9 +72,10 @@ fn body<T: Default + for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, ApiE
 pub(super) async fn cancel(
     state: State<ApiState>,
     id: Path<String>,
+    headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let b: ControlBody = body(&bytes)?;
+    let b: ControlBody = body(&headers, &bytes)?;
     let reason = match b.reason {
         Some(r) => format!(
             "cancelled by an operator: {}",
@@ -75,9 +90,10 @@ pub(super) async fn cancel(
 pub(super) async fn pause(
     state: State<ApiState>,
     id: Path<String>,
+    headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let _: ControlBody = body(&bytes)?;
+    let _: ControlBody = body(&headers, &bytes)?;
     steer(state, id, Action::Pause, "").await
 }
 
@@ -85,9 +101,10 @@ pub(super) async fn pause(
 pub(super) async fn resume(
     state: State<ApiState>,
     id: Path<String>,
+    headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let _: ControlBody = body(&bytes)?;
+    let _: ControlBody = body(&headers, &bytes)?;
     steer(state, id, Action::Resume, "").await
 }
 
@@ -110,10 +127,11 @@ async fn steer(
 pub(super) async fn retry(
     State(state): State<ApiState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = parse_id(&id)?;
-    let b: RetryBody = body(&bytes)?;
+    let b: RetryBody = body(&headers, &bytes)?;
     if let Some(phase) = &b.phase
         && !limits::valid_phase(phase)
     {

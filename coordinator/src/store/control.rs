@@ -81,42 +81,79 @@ pub async fn insert_controls(
     Ok(())
 }
 
-/// Claims the oldest walk nobody holds (or whose holder's claim ran out)
-/// for `claim_secs`.
-pub async fn claim_control(pool: &PgPool, claim_secs: i64) -> Result<Option<SubtreeControl>> {
-    trip();
-    let row = sqlx::query_as::<_, (i64, Uuid, String, String)>(
-        "update controls set claimed_until = now() + $1 * interval '1 second'
-         where id = (select id from controls
-                     where claimed_until is null or claimed_until < now()
-                     order by id limit 1
-                     for update skip locked)
-         returning id, job_id, action, reason",
-    )
-    .bind(claim_secs)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.and_then(|(id, job_id, action, reason)| {
-        Some(SubtreeControl {
-            id,
-            job_id,
-            action: Action::parse(&action)?,
-            reason,
-        })
-    }))
+/// The advisory-lock class of subtree walks (the second key is the walk's
+/// id): "trib".
+const WALK_LOCK_CLASS: i32 = 0x7472_6962;
+
+/// The sweeper's own session: it holds a session-level advisory lock on each
+/// walk it is doing, so no other sweeper takes it, and Postgres drops the
+/// lock the moment the session ends (a coordinator killed mid-walk frees
+/// its walk at once).
+pub struct WalkClaims {
+    conn: sqlx::PgConnection,
 }
 
-/// Extends a claim while a long walk goes on.
-pub async fn renew_control(pool: &PgPool, id: i64, claim_secs: i64) -> Result<()> {
-    trip();
-    sqlx::query(
-        "update controls set claimed_until = now() + $2 * interval '1 second' where id = $1",
-    )
-    .bind(id)
-    .bind(claim_secs)
-    .execute(pool)
-    .await?;
-    Ok(())
+impl WalkClaims {
+    /// Opens the session, with the pool's connection settings.
+    pub async fn open(pool: &PgPool) -> Result<Self> {
+        use sqlx::ConnectOptions;
+        trip();
+        let conn = pool.connect_options().connect().await?;
+        Ok(Self { conn })
+    }
+
+    /// Claims the oldest walk no live sweeper holds.
+    pub async fn claim(&mut self, pool: &PgPool) -> Result<Option<SubtreeControl>> {
+        trip();
+        let rows = sqlx::query_as::<_, (i64, Uuid, String, String)>(
+            "select id, job_id, action, reason from controls order by id limit 64",
+        )
+        .fetch_all(pool)
+        .await?;
+        for (id, job_id, action, reason) in rows {
+            trip();
+            let locked: bool =
+                sqlx::query_scalar("select pg_try_advisory_lock($1, ($2 % 2147483647)::int4)")
+                    .bind(WALK_LOCK_CLASS)
+                    .bind(id)
+                    .fetch_one(&mut self.conn)
+                    .await?;
+            if !locked {
+                continue;
+            }
+            // Its last holder may have finished it between the read and
+            // the lock.
+            trip();
+            let still: bool =
+                sqlx::query_scalar("select exists (select 1 from controls where id = $1)")
+                    .bind(id)
+                    .fetch_one(&mut self.conn)
+                    .await?;
+            match Action::parse(&action) {
+                Some(action) if still => {
+                    return Ok(Some(SubtreeControl {
+                        id,
+                        job_id,
+                        action,
+                        reason,
+                    }));
+                }
+                _ => self.release(id).await?,
+            }
+        }
+        Ok(None)
+    }
+
+    /// Lets go of a walk (done, or to be tried again).
+    pub async fn release(&mut self, id: i64) -> Result<()> {
+        trip();
+        sqlx::query("select pg_advisory_unlock($1, ($2 % 2147483647)::int4)")
+            .bind(WALK_LOCK_CLASS)
+            .bind(id)
+            .execute(&mut self.conn)
+            .await?;
+        Ok(())
+    }
 }
 
 /// Deletes a finished walk.

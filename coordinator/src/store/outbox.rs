@@ -113,6 +113,10 @@ pub async fn claim_due(tx: &mut Transaction<'_, Postgres>, limit: i64) -> Result
                 children_total, children_completed, children_failed, children_cancelled
          from jobs
          where dispatch_pending and available_at <= now()
+           -- A tree whose root is being cancelled or paused publishes
+           -- nothing while the walk goes on: the walk moves these rows.
+           and not exists (select 1 from controls c
+                           where c.job_id = jobs.root_id and c.action in ('cancel', 'pause'))
          order by available_at
          limit $1
          for update skip locked",

@@ -306,6 +306,15 @@ async fn control_routes_refuse_bad_requests_with_a_reason() {
         .await
         .expect("POST");
     assert_eq!(resp.status().as_u16(), 400);
+    let resp = c
+        .http
+        .post(format!("{}/v1/jobs/{id}/cancel", c.url))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status().as_u16(), 415);
     // GET on a control route is not allowed.
     let (status, _) = c.get(&format!("/v1/jobs/{id}/cancel")).await;
     assert_eq!(status, 405);

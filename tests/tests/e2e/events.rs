@@ -192,6 +192,13 @@ async fn a_watcher_sees_the_tree_fill_up_and_resumes_without_loss() {
     let mut q = Stream::open(&c.http, &format!("{url}?after={mid}"), None).await;
     let first = q.next(Duration::from_secs(10)).await.expect("an event");
     assert!(first.id > mid && first.event != "snapshot", "{first:?}");
+    // A position this tree never reached (another tree's, another
+    // database's) cannot be resumed: a fresh snapshot, marked reset.
+    let mut bogus = Stream::open(&c.http, &url, Some(i64::MAX)).await;
+    let first = bogus.next(Duration::from_secs(10)).await.expect("an event");
+    assert_eq!(first.event, "snapshot", "{first:?}");
+    assert_eq!(first.data["reset"], true, "{first:?}");
+    assert!(first.id <= all.last().map_or(0, |e| e.id).max(last_counts.id));
     c.shutdown().await;
 }
 

@@ -149,15 +149,23 @@ impl Plan {
             job.warning = None;
             self.applied.queued += 1;
         }
+        let mut held = false;
         if let Some((parent_id, seq)) = parent
             && let Some(p) = self.jobs.get_mut(&parent_id)
-            && p.row.fanout_seq == Some(seq)
         {
-            match old {
-                JobStatus::Failed => p.row.children_failed -= 1,
-                _ => p.row.children_cancelled -= 1,
+            held = p.status == JobStatus::Paused;
+            if p.row.fanout_seq == Some(seq) {
+                match old {
+                    JobStatus::Failed => p.row.children_failed -= 1,
+                    _ => p.row.children_cancelled -= 1,
+                }
+                p.dirty = true;
             }
-            p.dirty = true;
+        }
+        // Under a paused parent the tree is held: the job waits for the
+        // resume like its siblings (its new phase is held at the end).
+        if held {
+            self.step(id, JobEvent::Pause, None);
         }
         Ok(())
     }

@@ -267,3 +267,17 @@ fn stop_all_failing_a_parent_walks_its_open_children() {
     assert_eq!(run.walks[0].0, parent.id);
     assert_eq!(run.walks[0].1, Action::Cancel);
 }
+
+#[test]
+fn a_rerun_under_a_paused_parent_is_held() {
+    let parent = row().waiting(2, 2, 1, 1).status("paused", "completed");
+    let failed = row().child_of(&parent, 1).status("failed", "failed");
+    let run = Db::with(&[&parent, &failed]).run_rerun(failed.id, None);
+    assert_eq!(run.refusal, None);
+    let f = run.job(failed.id);
+    assert_eq!(
+        (f.status.as_str(), f.phase_status.as_str()),
+        ("paused", "paused")
+    );
+    assert!(!f.dispatch_pending, "held until the resume");
+}
