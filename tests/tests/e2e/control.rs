@@ -122,6 +122,59 @@ async fn a_cancel_survives_the_coordinator_killed_mid_walk() {
 }
 
 #[tokio::test]
+async fn pause_and_resume_survive_a_worker_killed_while_paused() {
+    let mut c = TestCluster::start().await;
+    let n = 2000u64;
+    let root = c
+        .submit("bench.fanout", json!({ "n": n, "sleep_ms": 20 }))
+        .await;
+    wait_completed_children(&c, root, 100).await;
+    let (status, _) = c.post(&format!("/v1/jobs/{root}/pause"), None).await;
+    assert_eq!(status, 202);
+    // A worker dies while the tree is held (its running phases with it);
+    // another takes its place.
+    c.kill_worker(0).await;
+    c.start_worker().await;
+    let (status, _) = c.post(&format!("/v1/jobs/{root}/resume"), None).await;
+    assert_eq!(status, 202);
+    let job = c
+        .assert_fanout_exact(root, n, Duration::from_secs(120))
+        .await;
+    assert_eq!(job["output"]["sum"], json!((0..n).sum::<u64>()), "{job}");
+    c.assert_tree_exact(root).await;
+    c.report("pause-resume-worker-killed", 1).await;
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_retry_survives_the_coordinator_killed_right_after() {
+    let mut c = TestCluster::start().await;
+    let n = 500u64;
+    let root = c
+        .submit("bench.fanout", json!({ "n": n, "sleep_ms": 500 }))
+        .await;
+    wait_completed_children(&c, root, 20).await;
+    let (status, _) = c.post(&format!("/v1/jobs/{root}/cancel"), None).await;
+    assert_eq!(status, 202);
+    c.eventually("the tree ended", Duration::from_secs(60), || async {
+        (open_and_running(&c, root).await == (0, 0)).then_some(())
+    })
+    .await;
+    let (status, _) = c.post(&format!("/v1/jobs/{root}/retry"), None).await;
+    assert_eq!(status, 202);
+    c.kill_coordinator().await;
+    c.start_coordinator().await;
+    let job = c
+        .wait_for(root, "completed", Duration::from_secs(120))
+        .await;
+    assert_eq!(job["output"]["sum"], json!((0..n).sum::<u64>()), "{job}");
+    assert_eq!(job["output"]["completed"], json!(n), "{job}");
+    c.assert_tree_exact(root).await;
+    c.report("retry-coordinator-killed", 1).await;
+    c.shutdown().await;
+}
+
+#[tokio::test]
 async fn pause_holds_a_tree_and_resume_releases_exactly_what_was_held() {
     let c = TestCluster::start().await;
     let n = 400;
