@@ -301,6 +301,30 @@ pub struct Pending {
     confirm: lapin::PublisherConfirm,
 }
 
+/// An integer header of a delivery (0 when absent or not an integer).
+pub fn int_header(delivery: &lapin::message::Delivery, name: &str) -> i64 {
+    let Some(headers) = delivery.properties.headers() else {
+        return 0;
+    };
+    match headers.inner().get(name) {
+        Some(AMQPValue::LongLongInt(n)) => *n,
+        Some(AMQPValue::LongInt(n)) => i64::from(*n),
+        Some(AMQPValue::LongUInt(n)) => i64::from(*n),
+        Some(AMQPValue::ShortInt(n)) => i64::from(*n),
+        Some(AMQPValue::ShortShortInt(n)) => i64::from(*n),
+        Some(AMQPValue::ShortUInt(n)) => i64::from(*n),
+        Some(AMQPValue::ShortShortUInt(n)) => i64::from(*n),
+        _ => 0,
+    }
+}
+
+/// How often the broker has redelivered a message (quorum queues count it
+/// in `x-delivery-count`; 0 for a first delivery). At [`DELIVERY_LIMIT`]
+/// returns the broker dead-letters it.
+pub fn delivery_count(delivery: &lapin::message::Delivery) -> i64 {
+    int_header(delivery, "x-delivery-count")
+}
+
 /// Publishes without waiting for the confirm; await it with [`Pending::confirmed`].
 /// `mandatory` makes an unroutable message come back as an error.
 pub async fn publish(
@@ -309,6 +333,19 @@ pub async fn publish(
     routing_key: &str,
     body: &[u8],
     mandatory: bool,
+) -> Result<Pending> {
+    publish_with(channel, exchange, routing_key, body, mandatory, message_properties()).await
+}
+
+/// [`publish`] with these properties (e.g. headers added to
+/// [`message_properties`]).
+pub async fn publish_with(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    mandatory: bool,
+    properties: BasicProperties,
 ) -> Result<Pending> {
     let confirm = channel
         .basic_publish(
@@ -319,7 +356,7 @@ pub async fn publish(
                 ..BasicPublishOptions::default()
             },
             body,
-            message_properties(),
+            properties,
         )
         .await?;
     Ok(Pending {

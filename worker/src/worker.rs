@@ -380,23 +380,6 @@ async fn finish_message(delivery: &Delivery, all_reported: bool) {
     }
 }
 
-/// How often the broker has redelivered a message (quorum queues count it
-/// in `x-delivery-count`; 0 for a first delivery).
-fn delivery_count(delivery: &Delivery) -> i64 {
-    use lapin::types::AMQPValue;
-    let Some(headers) = delivery.properties.headers() else {
-        return 0;
-    };
-    match headers.inner().get("x-delivery-count") {
-        Some(AMQPValue::LongLongInt(n)) => *n,
-        Some(AMQPValue::LongInt(n)) => i64::from(*n),
-        Some(AMQPValue::LongUInt(n)) => i64::from(*n),
-        Some(AMQPValue::ShortInt(n)) => i64::from(*n),
-        Some(AMQPValue::ShortShortInt(n)) => i64::from(*n),
-        _ => 0,
-    }
-}
-
 /// Task states within one message.
 const RUNNING: u8 = 0;
 const LEASED: u8 = 1;
@@ -424,7 +407,7 @@ impl Execution {
         // and its jobs left waiting for nothing. Fail this execution of each
         // task instead (retryable: the coordinator queues the next attempt,
         // or fails the job once attempts are spent) and take the message.
-        let deliveries = delivery_count(&delivery);
+        let deliveries = broker::delivery_count(&delivery);
         if deliveries + 2 >= DELIVERY_LIMIT {
             tracing::warn!(
                 deliveries,

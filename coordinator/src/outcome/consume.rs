@@ -4,19 +4,46 @@
 //! the replay. While the database is down the deliveries stay unacked (a
 //! requeue would burn the queue's delivery limit); a message holding a
 //! poisoned item is dead-lettered and the rest are acked.
+//!
+//! A coordinator killed while it holds unacked reports returns them to the
+//! queue, and the quorum queue counts that as a delivery: killed often
+//! enough in a row (ten times), a healthy report would be dead-lettered and
+//! its job would wait forever. A report close to the limit is therefore
+//! refreshed: published again as a new message (confirmed), then the old
+//! one acked, at most [`MAX_REFRESHES`] times, so a report that really
+//! crashes the coordinator still ends in the dead-letter queue. And until
+//! its first batch commits, a (re)started applier holds only a few reports,
+//! so a coordinator killed again and again during start-up returns few.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use tokio_util::sync::CancellationToken;
 use tributary_common::broker;
-use tributary_common::topology::Topology;
+use tributary_common::topology::{DELIVERY_LIMIT, Topology};
 use tributary_common::wire::{self, Report, ReportItem};
 
 use super::Applier;
+
+/// Times one report may be refreshed (each refresh buys another
+/// `DELIVERY_LIMIT - 2` deliveries).
+pub const MAX_REFRESHES: i64 = 3;
+
+/// Reports held unacked until the first batch after (re)connecting has
+/// committed.
+const STARTUP_PREFETCH: u16 = 32;
+
+/// The header counting a report's refreshes.
+const REFRESHED: &str = "x-tributary-refreshed";
+
+/// Whether a report delivered `deliveries` times before, and refreshed
+/// `refreshed` times, is published again as a new message.
+fn refresh(deliveries: i64, refreshed: i64) -> bool {
+    deliveries + 2 >= DELIVERY_LIMIT && refreshed < MAX_REFRESHES
+}
 
 impl Applier {
     /// Consumes the reports queue until `cancel` fires, applying batches.
@@ -36,14 +63,41 @@ impl Applier {
         }
     }
 
-    /// Decodes one delivery into `items`; an unreadable one is dead-lettered.
+    /// Decodes one delivery into `items`; an unreadable one is
+    /// dead-lettered, one near the delivery limit refreshed.
     async fn take(
         &self,
         delivery: lapin::message::Delivery,
         items: &mut Vec<ReportItem>,
         owners: &mut Vec<usize>,
         good: &mut Vec<lapin::message::Delivery>,
+        republish: &Republish<'_>,
     ) -> Result<(), broker::BrokerError> {
+        let deliveries = broker::delivery_count(&delivery);
+        let refreshed = broker::int_header(&delivery, REFRESHED);
+        if refresh(deliveries, refreshed) {
+            let mut headers = FieldTable::default();
+            headers.insert(REFRESHED.into(), AMQPValue::LongLongInt(refreshed + 1));
+            let properties = broker::message_properties().with_headers(headers);
+            broker::publish_with(
+                republish.channel,
+                "",
+                republish.queue,
+                &delivery.data,
+                true,
+                properties,
+            )
+            .await?
+            .confirmed()
+            .await?;
+            broker::settle(delivery.ack(BasicAckOptions::default())).await?;
+            tracing::warn!(
+                deliveries,
+                refreshed = refreshed + 1,
+                "a report was returned by crashed coordinators {deliveries} times; published it again so it is not dead-lettered"
+            );
+            return Ok(());
+        }
         match wire::decode::<Report>(&delivery.data) {
             Ok(report) => {
                 owners.extend(std::iter::repeat_n(good.len(), report.items.len()));
@@ -71,10 +125,22 @@ impl Applier {
         let conn = broker::connect(amqp_url, "tributary-coordinator-applier", cancel).await?;
         let channel = conn.create_channel().await?;
         broker::declare_base(&channel, topology).await?;
+        // Only for the rare refresh of a report near the delivery limit.
+        let publish = broker::confirm_channel(&conn).await?;
+        let queue = topology.reports_queue();
+        let republish = Republish {
+            channel: &publish,
+            queue: &queue,
+        };
+        // A coordinator that dies before its first commit returns every
+        // report it holds, and each return counts towards the delivery
+        // limit: hold few until a batch has committed, then the full
+        // prefetch.
         let prefetch = u16::try_from(self.config.max_batch * 2).unwrap_or(u16::MAX);
         channel
-            .basic_qos(prefetch, BasicQosOptions::default())
+            .basic_qos(prefetch.min(STARTUP_PREFETCH), BasicQosOptions::default())
             .await?;
+        let mut warmed_up = false;
         let mut consumer = channel
             .basic_consume(
                 topology.reports_queue().into(),
@@ -95,7 +161,7 @@ impl Applier {
             let mut items = Vec::new();
             let mut owners = Vec::new();
             let mut good = Vec::new();
-            self.take(first?, &mut items, &mut owners, &mut good)
+            self.take(first?, &mut items, &mut owners, &mut good, &republish)
                 .await?;
             let deadline = tokio::time::sleep(self.config.linger);
             tokio::pin!(deadline);
@@ -105,7 +171,7 @@ impl Applier {
                 tokio::select! {
                     _ = &mut deadline => break,
                     d = consumer.next() => match d {
-                        Some(d) => self.take(d?, &mut items, &mut owners, &mut good).await?,
+                        Some(d) => self.take(d?, &mut items, &mut owners, &mut good, &republish).await?,
                         None => break,
                     },
                 }
@@ -133,6 +199,12 @@ impl Applier {
                     }
                 }
             };
+            if !warmed_up {
+                channel
+                    .basic_qos(prefetch, BasicQosOptions::default())
+                    .await?;
+                warmed_up = true;
+            }
             let bad: HashSet<usize> = poisoned.iter().map(|&i| owners[i]).collect();
             if bad.is_empty() {
                 if let Some(last) = good.last() {
@@ -153,5 +225,28 @@ impl Applier {
             }
         }
         Ok(())
+    }
+}
+
+/// Where a refreshed report goes.
+struct Republish<'a> {
+    channel: &'a lapin::Channel,
+    queue: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_near_the_delivery_limit_is_refreshed_a_few_times_only() {
+        assert!(!refresh(0, 0));
+        assert!(!refresh(DELIVERY_LIMIT - 3, 0));
+        assert!(refresh(DELIVERY_LIMIT - 2, 0), "two returns before the limit");
+        assert!(refresh(DELIVERY_LIMIT - 2, MAX_REFRESHES - 1));
+        assert!(
+            !refresh(DELIVERY_LIMIT - 2, MAX_REFRESHES),
+            "one that keeps crashing coordinators is left to the dead-letter queue"
+        );
     }
 }
