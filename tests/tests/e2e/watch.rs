@@ -141,3 +141,54 @@ async fn watch_exits_2_when_the_job_is_cancelled_and_1_for_an_unknown_id() {
     assert!(stderr.contains(&format!("no job {unknown}")), "{stderr}");
     c.shutdown().await;
 }
+
+#[tokio::test]
+async fn watch_resumes_after_the_coordinator_restarts() {
+    let mut c = TestCluster::start().await;
+    let n = 100;
+    let root = c
+        .submit(
+            "bench.fanout",
+            json!({ "n": n, "batch": 50, "sleep_ms": 3000 }),
+        )
+        .await;
+    let watch = {
+        let url = c.url.clone();
+        let id = root.to_string();
+        tokio::spawn(async move {
+            tokio::process::Command::new(bin("tributary"))
+                .args(["watch", &id])
+                .env("TRIBUTARY_COORDINATOR_URL", url)
+                .kill_on_drop(true)
+                .output()
+                .await
+                .expect("run tributary watch")
+        })
+    };
+    c.eventually(
+        "the fan-out waits on its children",
+        Duration::from_secs(60),
+        || async { (c.job(root).await["status"] == "waiting").then_some(()) },
+    )
+    .await;
+    // Let the watch open its stream, then take the coordinator away.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.kill_coordinator().await;
+    c.start_coordinator().await;
+    let out = tokio::time::timeout(Duration::from_secs(90), watch)
+        .await
+        .expect("watch ended")
+        .expect("the watch task");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert!(
+        stderr.contains("event stream lost") && stderr.contains("reconnecting"),
+        "the drop is told: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{0}/{0} ended", n + 1)),
+        "the counts reach the end after the resume: {stderr}"
+    );
+    assert_eq!(final_json(&out)["status"], "completed");
+    c.shutdown().await;
+}
