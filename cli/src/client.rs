@@ -61,6 +61,11 @@ impl Api {
         &self.base
     }
 
+    /// The longest one request may take (`--timeout-secs`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The client for event streams ([`crate::watch::stream_client`]).
     pub fn stream(&self) -> &reqwest::Client {
         &self.stream
@@ -82,13 +87,20 @@ impl Api {
         if connect {
             anyhow::anyhow!("cannot reach the coordinator at {base}: is it running? ({chain})")
         } else if timeout {
-            anyhow::anyhow!(
-                "the coordinator at {base} did not answer within {:?}: is it overloaded or hung? (raise --timeout-secs or TRIBUTARY_CLI_TIMEOUT_SECS if it is only slow)",
-                self.timeout
-            )
+            self.silent()
         } else {
             anyhow::anyhow!("no answer from the coordinator at {base} ({chain})")
         }
+    }
+
+    /// A request unanswered within the request timeout, in words that say
+    /// what to do.
+    pub(crate) fn silent(&self) -> anyhow::Error {
+        anyhow::anyhow!(
+            "the coordinator at {} did not answer within {:?}: is it overloaded or hung? (raise --timeout-secs or TRIBUTARY_CLI_TIMEOUT_SECS if it is only slow)",
+            tributary_common::config::mask_url(&self.base),
+            self.timeout
+        )
     }
 
     /// Sends a request and reads its JSON answer; a 4xx/5xx becomes an

@@ -13,7 +13,8 @@
 //! - `render`: bars on a terminal, plain lines elsewhere.
 //!
 //! The stream has no overall timeout (a watch may last hours): connecting
-//! has [`CONNECT_TIMEOUT`], and a stream silent for [`READ_IDLE`] (the
+//! has [`CONNECT_TIMEOUT`], the answer's head the request timeout
+//! (`--timeout-secs`), and a stream silent for [`READ_IDLE`] (the
 //! coordinator sends a keep-alive every 15 s) counts as dropped.
 
 mod render;
@@ -145,7 +146,12 @@ async fn open(api: &Api, id: &str, last_id: Option<&str>) -> Result<reqwest::Res
     if let Some(last) = last_id {
         request = request.header("last-event-id", last);
     }
-    let response = request.send().await.map_err(|e| {
+    // The answer's head comes within the request timeout, as any other
+    // request's; the stream after it has only the read-idle timeout.
+    let sent = tokio::time::timeout(api.timeout(), request.send())
+        .await
+        .map_err(|_| OpenError::Unanswered(api.silent()))?;
+    let response = sent.map_err(|e| {
         OpenError::Unanswered(if e.is_timeout() && !e.is_connect() {
             anyhow::anyhow!(
                 "the coordinator at {} did not answer the event stream's request within {}s",
