@@ -1,9 +1,8 @@
 //! A small client for the coordinator's HTTP API.
 
-use std::io::Write;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde_json::{Value, json};
 
 /// How long one request may take, connecting included, unless
@@ -17,6 +16,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Api {
     base: String,
     http: reqwest::Client,
+    /// For the event stream (`watch`): no overall timeout, a read-idle one.
+    stream: reqwest::Client,
     timeout: Duration,
 }
 
@@ -42,11 +43,32 @@ impl Api {
             .timeout(timeout)
             .build()
             .context("building the HTTP client")?;
+        let stream = crate::watch::stream_client(
+            tributary_common::tls::http_client_builder_with_token(token)?,
+        )
+        .context("building the HTTP client for event streams")?;
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
             http,
+            stream,
             timeout,
         })
+    }
+
+    /// The coordinator's base URL (it may hold credentials: mask it before
+    /// showing it).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The longest one request may take (`--timeout-secs`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The client for event streams ([`crate::watch::stream_client`]).
+    pub fn stream(&self) -> &reqwest::Client {
+        &self.stream
     }
 
     /// GETs `path` (with its query string) and reads the JSON answer.
@@ -56,7 +78,7 @@ impl Api {
     }
 
     /// Why a request got no answer, in words that say what to do.
-    fn unanswered(&self, e: reqwest::Error) -> anyhow::Error {
+    pub(crate) fn unanswered(&self, e: reqwest::Error) -> anyhow::Error {
         // Messages never carry credentials a URL may hold (reqwest's errors
         // quote the URL: it is left out and the masked one shown instead).
         let base = tributary_common::config::mask_url(&self.base);
@@ -65,13 +87,20 @@ impl Api {
         if connect {
             anyhow::anyhow!("cannot reach the coordinator at {base}: is it running? ({chain})")
         } else if timeout {
-            anyhow::anyhow!(
-                "the coordinator at {base} did not answer within {:?}: is it overloaded or hung? (raise --timeout-secs or TRIBUTARY_CLI_TIMEOUT_SECS if it is only slow)",
-                self.timeout
-            )
+            self.silent()
         } else {
             anyhow::anyhow!("no answer from the coordinator at {base} ({chain})")
         }
+    }
+
+    /// A request unanswered within the request timeout, in words that say
+    /// what to do.
+    pub(crate) fn silent(&self) -> anyhow::Error {
+        anyhow::anyhow!(
+            "the coordinator at {} did not answer within {:?}: is it overloaded or hung? (raise --timeout-secs or TRIBUTARY_CLI_TIMEOUT_SECS if it is only slow)",
+            tributary_common::config::mask_url(&self.base),
+            self.timeout
+        )
     }
 
     /// Sends a request and reads its JSON answer; a 4xx/5xx becomes an
@@ -91,25 +120,36 @@ impl Api {
             }
         })?;
         if !status.is_success() {
-            let reason = body["error"].as_str().unwrap_or("no reason given");
-            if status == reqwest::StatusCode::NOT_FOUND && reason.starts_with("no job ") {
-                bail!(
-                    "{reason}: the coordinator at {} does not know this id",
-                    tributary_common::config::mask_url(&self.base)
-                );
-            }
-            let hint = match status {
-                reqwest::StatusCode::UNAUTHORIZED => {
-                    " (set TRIBUTARY_API_TOKEN to the coordinator's API token)"
-                }
-                reqwest::StatusCode::FORBIDDEN => {
-                    " (this token may only read; set TRIBUTARY_API_TOKEN to the coordinator's API token)"
-                }
-                _ => "",
-            };
-            bail!("{what}: {status}: {reason}{hint}");
+            return Err(self.refusal(status, &body, &what));
         }
         Ok(body)
+    }
+
+    /// A 4xx/5xx answer (`body` the coordinator's JSON) to the request for
+    /// `what`, as an error carrying the coordinator's reason.
+    pub(crate) fn refusal(
+        &self,
+        status: reqwest::StatusCode,
+        body: &Value,
+        what: &str,
+    ) -> anyhow::Error {
+        let reason = body["error"].as_str().unwrap_or("no reason given");
+        if status == reqwest::StatusCode::NOT_FOUND && reason.starts_with("no job ") {
+            return anyhow::anyhow!(
+                "{reason}: the coordinator at {} does not know this id",
+                tributary_common::config::mask_url(&self.base)
+            );
+        }
+        let hint = match status {
+            reqwest::StatusCode::UNAUTHORIZED => {
+                " (set TRIBUTARY_API_TOKEN to the coordinator's API token)"
+            }
+            reqwest::StatusCode::FORBIDDEN => {
+                " (this token may only read; set TRIBUTARY_API_TOKEN to the coordinator's API token)"
+            }
+            _ => "",
+        };
+        anyhow::anyhow!("{what}: {status}: {reason}{hint}")
     }
 
     /// Submits a job; returns its id.
@@ -180,43 +220,8 @@ impl Api {
     }
 }
 
-/// One line describing a job's progress.
-pub fn progress_line(job: &Value) -> String {
-    let c = &job["children"];
-    let total = c["expected"]
-        .as_i64()
-        .unwrap_or(c["total"].as_i64().unwrap_or(0));
-    let done = c["completed"].as_i64().unwrap_or(0)
-        + c["failed"].as_i64().unwrap_or(0)
-        + c["cancelled"].as_i64().unwrap_or(0);
-    let width = 30usize;
-    let filled = if total > 0 {
-        (done as usize * width) / total as usize
-    } else {
-        0
-    };
-    format!(
-        "[{}{}] {done}/{total} children ({} failed) · {} · phase {} ({})",
-        "=".repeat(filled.min(width)),
-        " ".repeat(width - filled.min(width)),
-        c["failed"].as_i64().unwrap_or(0),
-        job["status"].as_str().unwrap_or("?"),
-        job["phase"].as_str().unwrap_or("?"),
-        job["phase_status"].as_str().unwrap_or("?"),
-    )
-}
-
-/// Polls a job until it is terminal, redrawing one progress line on stderr.
+/// Follows a job until it is terminal, showing its progress on stderr
+/// ([`crate::watch`]); returns its final state.
 pub async fn watch(api: &Api, id: &str) -> anyhow::Result<Value> {
-    let mut stderr = std::io::stderr();
-    loop {
-        let job = api.job(id).await?;
-        let _ = write!(stderr, "\r\x1b[2K{}", progress_line(&job));
-        let _ = stderr.flush();
-        if job["terminal"].as_bool().unwrap_or(false) {
-            let _ = writeln!(stderr);
-            return Ok(job);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::watch::run(api, id).await
 }

@@ -15,6 +15,7 @@ mod ending;
 mod fleet;
 mod jobs;
 mod logs;
+mod watch;
 mod why;
 
 use std::time::Duration;
@@ -85,7 +86,8 @@ enum Command {
         /// Job id.
         id: String,
     },
-    /// Follow a job until it ends, with a live progress line (exit 1 if it
+    /// Follow a job until it ends over its event stream, with live bars
+    /// (plain lines when stderr is not a terminal; exit 1 if it
     /// failed, 2 if it was cancelled).
     Watch {
         /// Job id.

@@ -20,3 +20,4 @@ mod restarts;
 mod scenarios;
 mod tls;
 mod waiting;
+mod watch;

@@ -286,6 +286,7 @@ async fn the_cli_gives_up_on_a_coordinator_that_never_answers() {
         vec!["--timeout-secs", "2", "status", id.as_str()],
         vec!["--timeout-secs", "2", "logs", id.as_str(), "--follow"],
         vec!["--timeout-secs", "2", "submit", "bench.leaf", "--wait"],
+        vec!["--timeout-secs", "2", "watch", id.as_str()],
     ] {
         let started = Instant::now();
         let (code, _, err) = cli(&url, &args).await;
