@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::answer::{ErrorBody, Steered};
-use super::error::{ApiError, bad};
+use super::error::{ApiError, bad, from_json_object};
 use super::{ApiState, JobId, no_job, parse_id};
 use crate::store::{self, Action};
 
@@ -66,14 +66,7 @@ fn body<T: Default + for<'de> Deserialize<'de>>(
             format!("a request body must be application/json, not {ct:?}"),
         ));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
-        let status = if e.is_data() {
-            StatusCode::UNPROCESSABLE_ENTITY
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        bad(status, format!("invalid request body: {e}"))
-    })
+    from_json_object(bytes, "request body")
 }
 
 /// Cancel the job and every open job below it (idempotent).

@@ -110,6 +110,30 @@ fn sqlstate_error(code: &str) -> ApiError {
     }
 }
 
+/// A JSON object of type `T` from a request body: malformed JSON is a 400,
+/// anything else that is not a `T` (an array among them, which serde
+/// would read into a struct by position) a 422. `what` names the body.
+pub(crate) fn from_json_object<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<T, ApiError> {
+    let value: T = serde_json::from_slice(bytes).map_err(|e| {
+        let status = if e.is_data() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        bad(status, format!("invalid {what}: {e}"))
+    })?;
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(bad(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("invalid {what}: expected a JSON object"),
+        ));
+    }
+    Ok(value)
+}
+
 pub(crate) fn bad(status: StatusCode, reason: impl Into<String>) -> ApiError {
     ApiError(status, reason.into())
 }

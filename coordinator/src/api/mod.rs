@@ -74,7 +74,7 @@ use self::answer::{
     StreamEvent, Submitted, Timing, Tree,
 };
 pub use self::error::ApiError;
-use self::error::{bad, json_errors, no_route, request_timeout, unavailable};
+use self::error::{bad, from_json_object, json_errors, no_route, request_timeout, unavailable};
 use crate::auth::Tokens;
 use crate::events::Hub;
 use crate::metrics::Metrics;
@@ -302,6 +302,13 @@ fn parse_options(options: Option<Value>) -> Result<JobOptions, ApiError> {
     let Some(value) = options else {
         return Ok(JobOptions::default());
     };
+    // serde reads a struct from an array too (by position): refuse it.
+    if !value.is_object() {
+        return Err(bad(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid job submission: options must be an object",
+        ));
+    }
     if let Some(map) = value.as_object()
         && let Some(unknown) = map
             .keys()
@@ -383,14 +390,7 @@ async fn submit(
         }
     }
     let key = idempotency::key(&headers)?;
-    let sub: Submission = serde_json::from_slice(&body).map_err(|e| {
-        let status = if e.is_data() {
-            StatusCode::UNPROCESSABLE_ENTITY
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        bad(status, format!("invalid job submission: {e}"))
-    })?;
+    let sub: Submission = from_json_object(&body, "job submission")?;
     if !limits::valid_kind(&sub.kind) {
         return Err(bad(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -652,6 +652,10 @@ async fn events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
+    // Refused whether or not `Last-Event-ID` (which wins) is sent too.
+    if q.after.is_some_and(|n| n < 0) {
+        return Err(bad(StatusCode::BAD_REQUEST, "after must be non-negative"));
+    }
     let resume = match headers.get("last-event-id") {
         Some(v) => Some(
             v.to_str()
@@ -667,9 +671,6 @@ async fn events(
         ),
         None => q.after,
     };
-    if resume.is_some_and(|n| n < 0) {
-        return Err(bad(StatusCode::BAD_REQUEST, "after must be non-negative"));
-    }
     let Some(root) = store::root_of(&state.pool, id).await? else {
         return Err(no_job(id));
     };

@@ -60,7 +60,7 @@ use crate::auth::OPEN_PATHS;
         super::readyz,
         document,
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, super::list::TimeOrMillis, super::ChildrenFormat)),
     modifiers(&Layers),
     tags(
         (name = "jobs", description = "Submit, find and read jobs"),
