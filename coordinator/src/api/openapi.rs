@@ -3,7 +3,7 @@
 //! ([`super::answer`]), and built once.
 //!
 //! What the layers in front of the handlers add is described here, on
-//! every operation at once ([`Layers`]), not on each handler: the bearer
+//! every operation at once (`Layers`), not on each handler: the bearer
 //! token and its 401 and 403 on every route but the probes (`/metrics`
 //! takes a token only when `TRIBUTARY_METRICS_TOKEN` is set), 408 (the
 //! request timeout) on every route, and 413 (a body over the limit) on
