@@ -334,7 +334,15 @@ pub async fn publish(
     body: &[u8],
     mandatory: bool,
 ) -> Result<Pending> {
-    publish_with(channel, exchange, routing_key, body, mandatory, message_properties()).await
+    publish_with(
+        channel,
+        exchange,
+        routing_key,
+        body,
+        mandatory,
+        message_properties(),
+    )
+    .await
 }
 
 /// [`publish`] with these properties (e.g. headers added to

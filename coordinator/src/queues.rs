@@ -28,7 +28,7 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 const NOT_FOUND: u16 = 404;
 
 /// What the broker said about one task queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum QueueState {
     /// The queue exists.

@@ -767,7 +767,11 @@ pub async fn remove(namespace: &str, database: &str) {
                 .queue_delete(q.into(), QueueDeleteOptions::default())
                 .await;
         }
-        for e in [topology.tasks_exchange(), topology.dead_letter_exchange()] {
+        for e in [
+            topology.tasks_exchange(),
+            topology.dead_letter_exchange(),
+            topology.control_exchange(),
+        ] {
             let _ = ch
                 .exchange_delete(e.into(), ExchangeDeleteOptions::default())
                 .await;

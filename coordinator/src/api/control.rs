@@ -12,30 +12,38 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
-use serde_json::{Value, json};
 use tributary_common::limits;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::error::{ApiError, bad};
-use super::{ApiState, no_job, parse_id};
+use super::answer::{ErrorBody, Steered};
+use super::error::{ApiError, bad, from_json_object};
+use super::{ApiState, JobId, no_job, parse_id};
 use crate::store::{self, Action};
 
 /// Longest operator-given reason kept, in bytes.
 const MAX_REASON_BYTES: usize = 512;
 
 /// The optional body of cancel, pause and resume.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ControlBody {
-    /// Why (kept as a cancelled job's error).
+pub(crate) struct ControlBody {
+    /// Why (kept, on one line and cut to 512 bytes, as a cancelled job's
+    /// error; pause and resume ignore it).
     reason: Option<String>,
 }
 
 /// The optional body of retry.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RetryBody {
-    /// The phase to run again (default: the one the job ended in).
+pub(crate) struct RetryBody {
+    /// The phase to run again (default: the one the job ended in): 1-128
+    /// bytes, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     phase: Option<String>,
 }
 
@@ -58,23 +66,35 @@ fn body<T: Default + for<'de> Deserialize<'de>>(
             format!("a request body must be application/json, not {ct:?}"),
         ));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
-        let status = if e.is_data() {
-            StatusCode::UNPROCESSABLE_ENTITY
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        bad(status, format!("invalid request body: {e}"))
-    })
+    from_json_object(bytes, "request body")
 }
 
-/// `POST /v1/jobs/{id}/cancel`.
+/// Cancel the job and every open job below it (idempotent).
+///
+/// The job moves at once; its descendants follow through a sweeper. The
+/// body is optional.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/cancel",
+    tag = "control",
+    params(JobId),
+    request_body(content = Option<ControlBody>, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted: the job's status after the action", body = Steered),
+        (status = 400, description = "Not a job id, or malformed JSON", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 415, description = "A body that is not application/json", body = ErrorBody),
+        (status = 422, description = "A body of the wrong shape", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+)]
 pub(super) async fn cancel(
     state: State<ApiState>,
     id: Path<String>,
     headers: HeaderMap,
     bytes: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Steered>), ApiError> {
     let b: ControlBody = body(&headers, &bytes)?;
     let reason = match b.reason {
         Some(r) => format!(
@@ -86,24 +106,62 @@ pub(super) async fn cancel(
     steer(state, id, Action::Cancel, &reason).await
 }
 
-/// `POST /v1/jobs/{id}/pause`.
+/// Hold the job and its subtree: no new phase starts (idempotent).
+///
+/// The job moves at once; its descendants follow through a sweeper. The
+/// body is optional.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/pause",
+    tag = "control",
+    params(JobId),
+    request_body(content = Option<ControlBody>, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted: the job's status after the action", body = Steered),
+        (status = 400, description = "Not a job id, or malformed JSON", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 415, description = "A body that is not application/json", body = ErrorBody),
+        (status = 422, description = "A body of the wrong shape", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+)]
 pub(super) async fn pause(
     state: State<ApiState>,
     id: Path<String>,
     headers: HeaderMap,
     bytes: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Steered>), ApiError> {
     let _: ControlBody = body(&headers, &bytes)?;
     steer(state, id, Action::Pause, "").await
 }
 
-/// `POST /v1/jobs/{id}/resume`.
+/// Release exactly what a pause held (idempotent).
+///
+/// The job moves at once; its descendants follow through a sweeper. The
+/// body is optional.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/resume",
+    tag = "control",
+    params(JobId),
+    request_body(content = Option<ControlBody>, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted: the job's status after the action", body = Steered),
+        (status = 400, description = "Not a job id, or malformed JSON", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 415, description = "A body that is not application/json", body = ErrorBody),
+        (status = 422, description = "A body of the wrong shape", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+)]
 pub(super) async fn resume(
     state: State<ApiState>,
     id: Path<String>,
     headers: HeaderMap,
     bytes: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Steered>), ApiError> {
     let _: ControlBody = body(&headers, &bytes)?;
     steer(state, id, Action::Resume, "").await
 }
@@ -114,7 +172,7 @@ async fn steer(
     Path(id): Path<String>,
     action: Action,
     reason: &str,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Steered>), ApiError> {
     let id = parse_id(&id)?;
     if store::job_status(&state.pool, id).await?.is_none() {
         return Err(no_job(id));
@@ -123,13 +181,31 @@ async fn steer(
     answer(&state, id, action.as_str()).await
 }
 
-/// `POST /v1/jobs/{id}/retry`.
+/// Run a failed or cancelled job again, from the phase it ended in or
+/// `phase`, with a fresh attempt budget (not idempotent).
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/retry",
+    tag = "control",
+    params(JobId),
+    request_body(content = Option<RetryBody>, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted: the job's status after the action", body = Steered),
+        (status = 409, description = "The job may not be retried now (the reason says why)", body = ErrorBody),
+        (status = 400, description = "Not a job id, or malformed JSON", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 415, description = "A body that is not application/json", body = ErrorBody),
+        (status = 422, description = "A body of the wrong shape, or a bad phase name", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+)]
 pub(super) async fn retry(
     State(state): State<ApiState>,
     Path(id): Path<String>,
     headers: HeaderMap,
     bytes: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Steered>), ApiError> {
     let id = parse_id(&id)?;
     let b: RetryBody = body(&headers, &bytes)?;
     if let Some(phase) = &b.phase
@@ -157,12 +233,16 @@ async fn answer(
     state: &ApiState,
     id: Uuid,
     action: &str,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Steered>), ApiError> {
     let status = store::job_status(&state.pool, id)
         .await?
         .ok_or_else(|| no_job(id))?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "id": id, "action": action, "status": status.as_str() })),
+        Json(Steered {
+            id,
+            action: action.to_owned(),
+            status: status.as_str().to_owned(),
+        }),
     ))
 }

@@ -5,13 +5,12 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
+use super::answer::ErrorBody;
 use crate::store::StoreError;
 
 /// An error answer: a status and a reason, as `{"error": reason}`.
@@ -37,7 +36,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
     }
 }
 
@@ -109,6 +108,30 @@ fn sqlstate_error(code: &str) -> ApiError {
         }
         _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
     }
+}
+
+/// A JSON object of type `T` from a request body: malformed JSON is a 400,
+/// anything else that is not a `T` (an array among them, which serde
+/// would read into a struct by position) a 422. `what` names the body.
+pub(crate) fn from_json_object<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<T, ApiError> {
+    let value: T = serde_json::from_slice(bytes).map_err(|e| {
+        let status = if e.is_data() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        bad(status, format!("invalid {what}: {e}"))
+    })?;
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(bad(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("invalid {what}: expected a JSON object"),
+        ));
+    }
+    Ok(value)
 }
 
 pub(crate) fn bad(status: StatusCode, reason: impl Into<String>) -> ApiError {
@@ -202,13 +225,15 @@ pub(crate) async fn json_errors(
         _ if text.is_empty() => status.canonical_reason().unwrap_or("error").to_lowercase(),
         _ => text,
     };
-    let body = json!({ "error": reason }).to_string();
+    let (_, body) = Json(ErrorBody { error: reason })
+        .into_response()
+        .into_parts();
     parts.headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, Body::from(body))
+    Response::from_parts(parts, body)
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::ApiState;
+use super::answer::Submitted;
 use super::error::{ApiError, bad};
 
 /// The request header.
@@ -101,21 +102,20 @@ pub(crate) fn submitted(
                     HeaderValue::from_static("true"),
                 ),
             ],
-            Json(json!({ "id": id, "replayed": true })),
+            Json(Submitted {
+                id,
+                replayed: Some(true),
+            }),
         )
             .into_response());
     }
     state.metrics.submitted();
     state.relay_wake.notify_one();
     tracing::info!(job = %id, %kind, "submitted");
-    let body = match replayed {
-        Some(_) => json!({ "id": id, "replayed": false }),
-        None => json!({ "id": id }),
-    };
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(body),
+        Json(Submitted { id, replayed }),
     )
         .into_response())
 }

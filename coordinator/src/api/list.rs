@@ -22,13 +22,14 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
 use tributary_common::limits;
 use tributary_common::status::JobStatus;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use self::cursor::Cursor;
 use super::ApiState;
+use super::answer::{self, ErrorBody, JobList, JobStatusName, ListedChildren};
 use super::error::{ApiError, bad};
 use crate::store::{self, ListQuery, ListScope, ListedJob};
 
@@ -40,18 +41,64 @@ pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 500;
 
 /// The query string, as text: each value is checked here, so a bad one is
-/// refused with a reason naming it.
-#[derive(Debug, Default, Deserialize)]
+/// refused with a reason naming it. The document describes each as what
+/// it must be.
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListParams {
+    /// Only jobs in this status.
+    #[param(value_type = Option<JobStatusName>)]
     status: Option<String>,
+    /// Only jobs of this kind.
+    #[param(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._-]+$")]
     kind: Option<String>,
+    /// Every job of this tree (a root's id), root included, newest first;
+    /// not with `parent`.
+    #[param(value_type = Option<Uuid>)]
     root: Option<String>,
+    /// This job's children, in spawn order; not with `root`.
+    #[param(value_type = Option<Uuid>)]
     parent: Option<String>,
+    /// Only jobs made at or after this time, by the time in their UUID v7
+    /// id: RFC 3339 (`2026-11-23T14:00:00Z`, `…+01:00`) or milliseconds
+    /// since the epoch (below 2^48), not before 1970.
+    #[param(value_type = Option<TimeOrMillis>)]
     created_after: Option<String>,
+    /// Jobs a page (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     limit: Option<String>,
+    /// The previous page's `next_cursor`, unchanged, with the same
+    /// parameters.
+    #[param(pattern = r"^(01[0-9a-fA-F]{32}|02[0-9a-fA-F]{24})$")]
     cursor: Option<String>,
 }
+
+/// The schema of `created_after`: an RFC 3339 time or milliseconds since
+/// the epoch.
+pub(crate) struct TimeOrMillis;
+
+impl utoipa::PartialSchema for TimeOrMillis {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        use utoipa::openapi::{KnownFormat, SchemaFormat};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+                    .maximum(Some((1_u64 << 48) - 1)),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for TimeOrMillis {}
 
 /// A validated listing request.
 #[derive(Debug, PartialEq, Eq)]
@@ -289,39 +336,57 @@ pub(crate) fn parse_time_ms(text: &str) -> Result<u64, &'static str> {
     u64::try_from(ms).map_err(|_| "before 1970")
 }
 
-fn listed_json(j: ListedJob) -> Value {
-    json!({
-        "id": j.id,
-        "root_id": j.root_id,
-        "parent_id": j.parent_id,
-        "child_index": j.child_index,
-        "kind": j.kind,
-        "status": j.status,
-        "terminal": JobStatus::parse(&j.status).is_some_and(JobStatus::is_terminal),
-        "phase": j.phase,
-        "phase_status": j.phase_status,
-        "attempt": j.attempt,
-        "children": {
-            "expected": j.children_expected,
-            "total": j.children_total,
-            "completed": j.children_completed,
-            "failed": j.children_failed,
-            "cancelled": j.children_cancelled,
+fn listed(j: ListedJob) -> answer::ListedJob {
+    answer::ListedJob {
+        id: j.id,
+        root_id: j.root_id,
+        parent_id: j.parent_id,
+        child_index: j.child_index,
+        terminal: JobStatus::parse(&j.status).is_some_and(JobStatus::is_terminal),
+        kind: j.kind,
+        status: j.status,
+        phase: j.phase,
+        phase_status: j.phase_status,
+        attempt: j.attempt,
+        children: ListedChildren {
+            expected: j.children_expected,
+            total: j.children_total,
+            completed: j.children_completed,
+            failed: j.children_failed,
+            cancelled: j.children_cancelled,
         },
-        "error": j.error,
-        "error_truncated": j.error_truncated,
-        "created_at": j.created_at,
-        "updated_at": j.updated_at,
-        "finished_at": j.finished_at,
-        "created_ms": j.created_ms,
-    })
+        error: j.error,
+        error_truncated: j.error_truncated,
+        created_at: j.created_at,
+        updated_at: j.updated_at,
+        finished_at: j.finished_at,
+        created_ms: j.created_ms,
+    }
 }
 
-/// `GET /v1/jobs`.
+/// Find jobs: roots newest first, a tree (`root`) or a parent's children
+/// (`parent`), filtered by `status`, `kind` and `created_after`.
+///
+/// Pages by keyset: pass each answer's `next_cursor` back as `cursor` with
+/// the same parameters until it is null. `root` with `parent`, a cursor of
+/// another listing, or `root` naming a job that is not a root is a 400.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "jobs",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobList),
+        (status = 400, description = "A bad or unknown parameter, `root` with `parent`, a cursor of another listing, or `root` naming a child", body = ErrorBody),
+        (status = 404, description = "No job `root` or `parent`", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn list(
     State(state): State<ApiState>,
     Query(params): Query<ListParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobList>, ApiError> {
     let listing = Listing::parse(params)?;
     let mut rows = store::list_jobs(
         &state.pool,
@@ -344,10 +409,10 @@ pub(crate) async fn list(
         Some(last) if more => Some(listing.cursor_after(last).encode()),
         _ => None,
     };
-    Ok(Json(json!({
-        "jobs": rows.into_iter().map(listed_json).collect::<Vec<_>>(),
-        "next_cursor": next_cursor,
-    })))
+    Ok(Json(JobList {
+        jobs: rows.into_iter().map(listed).collect(),
+        next_cursor,
+    }))
 }
 
 #[cfg(test)]

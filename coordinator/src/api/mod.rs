@@ -20,6 +20,7 @@
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /healthz` | liveness (always open) |
 //! | `GET /readyz` | readiness: the database answers (always open) |
+//! | `GET /openapi.json` | this API's OpenAPI document ([`openapi`]) |
 //!
 //! Every request passes, outermost first: the JSON error shape (every 4xx
 //! and 5xx answers `{"error": reason}`, whoever produced it), the request
@@ -27,21 +28,27 @@
 //! limit (413).
 //!
 //! - `control.rs`: cancel, pause, resume, retry.
+//! - [`answer`]: the JSON bodies of the answers, as types (serialized and
+//!   described in the OpenAPI document from one definition).
+//! - [`openapi`]: the OpenAPI document, derived from the handlers'
+//!   annotations.
 //! - [`error`]: the error answer, how store failures map to statuses, and
 //!   the middlewares that give every failure the one shape.
 //! - [`waiting`]: `GET /v1/jobs/{id}/waiting` and its reason line.
 //! - [`list`]: `GET /v1/jobs`, its parameters and cursors.
 //! - [`idempotency`]: the `Idempotency-Key` header of a submission.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::handler::Handler;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{self, MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -51,16 +58,23 @@ use tributary_common::job::{DEFAULT_MAX_ATTEMPTS, ENTRY_PHASE, JobOptions};
 use tributary_common::limits::{self, Limits};
 use tributary_common::status::JobStatus;
 use tributary_common::wire::{self, ChildResult};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+pub mod answer;
 mod control;
 pub mod error;
 pub mod idempotency;
 pub mod list;
+pub mod openapi;
 pub mod waiting;
 
+use self::answer::{
+    Child, ChildCounts, Children, ErrorBody, Job, LogLine, Logs, PhaseRun, Progress, Stats,
+    StreamEvent, Submitted, Timing, Tree,
+};
 pub use self::error::ApiError;
-use self::error::{bad, json_errors, no_route, request_timeout, unavailable};
+use self::error::{bad, from_json_object, json_errors, no_route, request_timeout, unavailable};
 use crate::auth::Tokens;
 use crate::events::Hub;
 use crate::metrics::Metrics;
@@ -111,28 +125,63 @@ pub fn body_limit(limits: &Limits) -> usize {
         .max(MAX_BODY_BYTES)
 }
 
+/// One route: the method and path it serves, and its handler.
+pub(crate) struct Route {
+    /// The method (`GET` also answers `HEAD`).
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the document's test"))]
+    pub(crate) method: MethodFilter,
+    /// The path, with `{id}` for the job's id.
+    pub(crate) path: &'static str,
+    handler: MethodRouter<ApiState>,
+}
+
+fn route<H, T>(method: MethodFilter, path: &'static str, handler: H) -> Route
+where
+    H: Handler<T, ApiState>,
+    T: 'static,
+{
+    Route {
+        method,
+        path,
+        handler: routing::on(method, handler),
+    }
+}
+
+/// Every route the API serves. The router is built from this list, and a
+/// test checks that the OpenAPI document describes each entry, so a route
+/// cannot be added without its description.
+pub(crate) fn routes() -> Vec<Route> {
+    use MethodFilter as M;
+    vec![
+        route(M::POST, "/v1/jobs", submit),
+        route(M::GET, "/v1/jobs", list::list),
+        route(M::GET, "/v1/jobs/{id}", job),
+        route(M::GET, "/v1/jobs/{id}/children", children),
+        route(M::GET, "/v1/jobs/{id}/tree", tree),
+        route(M::GET, "/v1/jobs/{id}/logs", logs),
+        route(M::GET, "/v1/jobs/{id}/timing", timing),
+        route(M::GET, "/v1/jobs/{id}/waiting", waiting::waiting),
+        route(M::GET, "/v1/jobs/{id}/events", events),
+        route(M::POST, "/v1/jobs/{id}/cancel", control::cancel),
+        route(M::POST, "/v1/jobs/{id}/pause", control::pause),
+        route(M::POST, "/v1/jobs/{id}/resume", control::resume),
+        route(M::POST, "/v1/jobs/{id}/retry", control::retry),
+        route(M::GET, "/v1/stats", stats),
+        route(M::GET, "/metrics", metrics),
+        route(M::GET, "/healthz", healthz),
+        route(M::GET, "/readyz", readyz),
+        route(M::GET, "/openapi.json", openapi::document),
+    ]
+}
+
 /// The router, with its layers.
 pub fn router(state: ApiState) -> Router {
     let tokens = state.tokens.clone();
     let timeout = state.request_timeout;
     let body_limit = body_limit(&state.limits);
-    Router::new()
-        .route("/v1/jobs", post(submit).get(list::list))
-        .route("/v1/jobs/{id}", get(job))
-        .route("/v1/jobs/{id}/children", get(children))
-        .route("/v1/jobs/{id}/tree", get(tree))
-        .route("/v1/jobs/{id}/logs", get(logs))
-        .route("/v1/jobs/{id}/timing", get(timing))
-        .route("/v1/jobs/{id}/waiting", get(waiting::waiting))
-        .route("/v1/jobs/{id}/events", get(events))
-        .route("/v1/jobs/{id}/cancel", post(control::cancel))
-        .route("/v1/jobs/{id}/pause", post(control::pause))
-        .route("/v1/jobs/{id}/resume", post(control::resume))
-        .route("/v1/jobs/{id}/retry", post(control::retry))
-        .route("/v1/stats", get(stats))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, r| router.route(r.path, r.handler))
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(
@@ -144,6 +193,27 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "service",
+    responses((status = 200, description = "Alive", body = String, content_type = "text/plain", example = "ok")),
+)]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: the database answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "service",
+    responses(
+        (status = 200, description = "Ready", body = String, content_type = "text/plain", example = "ok"),
+        (status = 503, description = "The database does not answer", body = ErrorBody),
+    ),
+)]
 async fn readyz(State(state): State<ApiState>) -> Result<&'static str, ApiError> {
     store::ping(&state.pool).await.map_err(|e| {
         tracing::warn!("not ready: {e}");
@@ -152,15 +222,79 @@ async fn readyz(State(state): State<ApiState>) -> Result<&'static str, ApiError>
     Ok("ok")
 }
 
-#[derive(Deserialize)]
+/// A submission: a job of `kind` on `input`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Submission {
+pub(crate) struct Submission {
+    /// The job's kind: 1-128 characters from `A-Z a-z 0-9 . _ -`.
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._-]+$")]
     kind: String,
+    /// The job's input: any JSON (default null), at most
+    /// `TRIBUTARY_MAX_INPUT_BYTES` (1 MiB) as MessagePack.
     #[serde(default)]
     input: Value,
+    /// How the job runs; every field has a default.
     #[serde(default)]
+    #[schema(value_type = Option<SubmitOptions>)]
     options: Option<Value>,
 }
+
+/// A submission's options, as the document describes them: the handler
+/// reads them as [`JobOptions`] (its [`JobOptions::FIELDS`]; a test keeps
+/// the two alike) and checks the bounds given here.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[expect(dead_code, reason = "only its schema is used")]
+pub(crate) struct SubmitOptions {
+    /// The entry phase (default `start`): 1-128 bytes, no control
+    /// characters.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
+    phase: Option<String>,
+    /// Executions allowed per phase before the job fails (default 3).
+    #[schema(minimum = 1, maximum = 100)]
+    max_attempts: Option<u32>,
+    /// Failed children tolerated before `failure_action` applies (default:
+    /// unlimited).
+    #[schema(minimum = 0, maximum = 2147483647)]
+    max_child_failures: Option<u32>,
+    /// What a parent does once more children failed than it tolerates
+    /// (default `continue`).
+    #[schema(value_type = Option<FailureActionName>)]
+    failure_action: Option<FailureAction>,
+}
+
+/// The name of a [`FailureAction`], as the API and the database spell it.
+fn failure_action_name(action: FailureAction) -> &'static str {
+    match action {
+        FailureAction::Continue => "continue",
+        FailureAction::StopAll => "stop_all",
+        FailureAction::MarkWarning => "mark_warning",
+    }
+}
+
+/// The schema of a failure action's name.
+pub(crate) struct FailureActionName;
+
+impl utoipa::PartialSchema for FailureActionName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let names = [
+            FailureAction::Continue,
+            FailureAction::StopAll,
+            FailureAction::MarkWarning,
+        ]
+        .map(failure_action_name);
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(names))
+            .into()
+    }
+}
+
+impl ToSchema for FailureActionName {}
 
 /// Options, refusing fields this build does not know (a typo must not be
 /// silently ignored at the edge).
@@ -168,6 +302,13 @@ fn parse_options(options: Option<Value>) -> Result<JobOptions, ApiError> {
     let Some(value) = options else {
         return Ok(JobOptions::default());
     };
+    // serde reads a struct from an array too (by position): refuse it.
+    if !value.is_object() {
+        return Err(bad(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid job submission: options must be an object",
+        ));
+    }
     if let Some(map) = value.as_object()
         && let Some(unknown) = map
             .keys()
@@ -200,6 +341,40 @@ fn parse_options(options: Option<Value>) -> Result<JobOptions, ApiError> {
     })
 }
 
+/// Submit a job.
+///
+/// With an `Idempotency-Key`, the same key returns the same job for 24 h:
+/// the first request answers `201 {"id", "replayed": false}`, the same
+/// request again `200 {"id", "replayed": true}` (and makes nothing), the key
+/// with another request `422`.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    tag = "jobs",
+    params(
+        (
+            "Idempotency-Key" = Option<String>, Header,
+            description = "1-255 printable ASCII bytes (a UUID is a good key): the same request with the same key within 24 h returns the same job",
+            min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]*[!-~])?$", nullable = false
+        ),
+    ),
+    request_body(content = Submission, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Submitted (`replayed` is false with a key, absent without)", body = Submitted,
+            headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        (status = 200, description = "The idempotency key's earlier submission, replayed: nothing was made", body = Submitted,
+            headers(
+                ("Location" = String, description = "`/v1/jobs/{id}`"),
+                ("Idempotent-Replayed" = String, description = "`true`"),
+            )),
+        (status = 400, description = "Malformed JSON, or an unusable Idempotency-Key", body = ErrorBody),
+        (status = 413, description = "The input is over `TRIBUTARY_MAX_INPUT_BYTES` as MessagePack", body = ErrorBody),
+        (status = 415, description = "A content type other than application/json", body = ErrorBody),
+        (status = 422, description = "A submission of the wrong shape, a bad kind or option, input the database refuses, or an idempotency key used for another request", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+)]
 async fn submit(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -215,14 +390,7 @@ async fn submit(
         }
     }
     let key = idempotency::key(&headers)?;
-    let sub: Submission = serde_json::from_slice(&body).map_err(|e| {
-        let status = if e.is_data() {
-            StatusCode::UNPROCESSABLE_ENTITY
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        bad(status, format!("invalid job submission: {e}"))
-    })?;
+    let sub: Submission = from_json_object(&body, "job submission")?;
     if !limits::valid_kind(&sub.kind) {
         return Err(bad(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -276,11 +444,7 @@ async fn submit(
         ));
     }
     let id = Uuid::now_v7();
-    let action = match options.failure_action.unwrap_or_default() {
-        FailureAction::Continue => "continue",
-        FailureAction::StopAll => "stop_all",
-        FailureAction::MarkWarning => "mark_warning",
-    };
+    let action = failure_action_name(options.failure_action.unwrap_or_default());
     let root = NewRoot {
         id,
         kind: &sub.kind,
@@ -346,10 +510,22 @@ fn payload_json(bytes: Option<&[u8]>) -> Value {
     }
 }
 
-async fn job(
-    State(state): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+/// A job: status, current phase, phase history, children counts, progress,
+/// output or error.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    params(JobId),
+    responses(
+        (status = 200, description = "The job", body = Job),
+        (status = 400, description = "Not a job id", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+)]
+async fn job(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<Job>, ApiError> {
     let id = parse_id(&id)?;
     let Some(j) = store::job(&state.pool, id).await? else {
         return Err(no_job(id));
@@ -358,64 +534,117 @@ async fn job(
     let current_recorded = history
         .iter()
         .any(|p| p.seq == j.phase_seq && p.attempt == j.attempt);
-    let mut phases: Vec<Value> = history
+    let mut phases: Vec<PhaseRun> = history
         .into_iter()
-        .map(|p| {
-            json!({ "seq": p.seq, "attempt": p.attempt, "name": p.name, "status": p.status,
-                    "error": p.error, "finished_ms": p.finished_ms })
+        .map(|p| PhaseRun {
+            seq: p.seq,
+            attempt: p.attempt,
+            name: p.name,
+            status: p.status,
+            error: p.error,
+            finished_ms: Some(p.finished_ms),
         })
         .collect();
     // History keeps finished executions that were followed by more; the
     // current (or last) one lives on the job row.
     if !current_recorded {
-        phases.push(json!({ "seq": j.phase_seq, "attempt": j.attempt, "name": j.phase, "status": j.phase_status,
-                            "error": null, "finished_ms": j.finished_ms }));
+        phases.push(PhaseRun {
+            seq: j.phase_seq,
+            attempt: j.attempt,
+            name: j.phase.clone(),
+            status: j.phase_status.clone(),
+            error: None,
+            finished_ms: j.finished_ms,
+        });
     }
     let terminal = j.children_completed + j.children_failed + j.children_cancelled;
+    // Actions still being carried down the job's subtree.
     let walking = store::walks_of(&state.pool, id).await?;
-    Ok(Json(json!({
-        "id": j.id,
-        "root_id": j.root_id,
-        "parent_id": j.parent_id,
-        "child_index": j.child_index,
-        "kind": j.kind,
-        "status": j.status,
-        "terminal": JobStatus::parse(&j.status).is_some_and(JobStatus::is_terminal),
-        "phase": j.phase,
-        "phase_seq": j.phase_seq,
-        "attempt": j.attempt,
-        "phase_status": j.phase_status,
-        "phases": phases,
-        "children": {
-            "expected": j.children_expected,
-            "total": j.children_total,
-            "completed": j.children_completed,
-            "failed": j.children_failed,
-            "cancelled": j.children_cancelled,
-            "open": j.children_total - terminal,
+    Ok(Json(Job {
+        id: j.id,
+        root_id: j.root_id,
+        parent_id: j.parent_id,
+        child_index: j.child_index,
+        terminal: JobStatus::parse(&j.status).is_some_and(JobStatus::is_terminal),
+        kind: j.kind,
+        status: j.status,
+        phase: j.phase,
+        phase_seq: j.phase_seq,
+        attempt: j.attempt,
+        phase_status: j.phase_status,
+        phases,
+        children: ChildCounts {
+            expected: j.children_expected,
+            total: j.children_total,
+            completed: j.children_completed,
+            failed: j.children_failed,
+            cancelled: j.children_cancelled,
+            open: j.children_total - terminal,
         },
-        "progress": j.progress_total.map(|t| json!({
-            "done": j.progress_done, "total": t, "message": j.progress_message })),
-        "output": payload_json(j.output.as_deref()),
-        "error": j.error,
-        "warning": j.warning,
-        // Actions still being carried down the job's subtree.
-        "control_pending": walking,
-        "created_ms": j.created_ms,
-        "updated_ms": j.updated_ms,
-        "finished_ms": j.finished_ms,
-    })))
+        progress: j.progress_total.map(|total| Progress {
+            done: j.progress_done,
+            total,
+            message: j.progress_message,
+        }),
+        output: payload_json(j.output.as_deref()),
+        error: j.error,
+        warning: j.warning,
+        control_pending: walking,
+        created_ms: j.created_ms,
+        updated_ms: j.updated_ms,
+        finished_ms: j.finished_ms,
+    }))
 }
 
-#[derive(Deserialize)]
+/// The `{id}` of every `/v1/jobs/{id}` route: a job's id, a UUID (any
+/// other text is a 400).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[expect(dead_code, reason = "only its parameter description is used")]
+pub(crate) struct JobId {
+    /// The job's id.
+    id: Uuid,
+}
+
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
+    /// Resume after this event id (as `Last-Event-ID`, which wins).
     #[serde(default)]
+    #[param(minimum = 0, maximum = 9223372036854775807i64)]
     after: Option<i64>,
 }
 
-/// `GET /v1/jobs/{id}/events`: the tree's events as Server-Sent Events,
-/// from `Last-Event-ID` (or `?after=`), else from a snapshot of now.
+/// The tree's events as Server-Sent Events: `snapshot` first (unless
+/// resuming), then `status`, `counts`, `progress` and `log`.
+///
+/// Resume from `Last-Event-ID` (or `?after=`); a position older than the
+/// log keeps, or one this tree never reached, gets a fresh `snapshot` with
+/// `"reset": true`. Each event's `data` is one JSON object. The stream
+/// does not end while the client listens (a comment every 15 s keeps it
+/// alive).
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/events",
+    tag = "jobs",
+    params(
+        JobId,
+        EventsQuery,
+        (
+            "Last-Event-ID" = Option<i64>, Header,
+            description = "Resume after this event id (a non-negative integer)",
+            minimum = 0, maximum = 9223372036854775807i64, nullable = false
+        ),
+    ),
+    responses(
+        (status = 200, description = "The event stream", body = StreamEvent, content_type = "text/event-stream"),
+        (status = 400, description = "Not a job id, or a bad `Last-Event-ID` or `after`", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+)]
 async fn events(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -423,6 +652,10 @@ async fn events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
+    // Refused whether or not `Last-Event-ID` (which wins) is sent too.
+    if q.after.is_some_and(|n| n < 0) {
+        return Err(bad(StatusCode::BAD_REQUEST, "after must be non-negative"));
+    }
     let resume = match headers.get("last-event-id") {
         Some(v) => Some(
             v.to_str()
@@ -438,9 +671,6 @@ async fn events(
         ),
         None => q.after,
     };
-    if resume.is_some_and(|n| n < 0) {
-        return Err(bad(StatusCode::BAD_REQUEST, "after must be non-negative"));
-    }
     let Some(root) = store::root_of(&state.pool, id).await? else {
         return Err(no_job(id));
     };
@@ -460,6 +690,34 @@ struct PageQuery {
     format: Option<String>,
 }
 
+/// Children of a job, in spawn order, with their results.
+///
+/// Page on with `after` = the last index until a page is empty. A page
+/// carries at most about 8 MiB of outputs (always at least one child).
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/children",
+    tag = "jobs",
+    params(
+        JobId,
+        ("after" = Option<i64>, Query, description = "Children after this index (default -1: from the first)",
+            minimum = -9223372036854775808i64, maximum = 9223372036854775807i64),
+        ("limit" = Option<i64>, Query, description = "Children a page (default 1000)", minimum = 1, maximum = 10000),
+        ("seq" = Option<i32>, Query, description = "The fan-out (phase position) to read (default: the latest)",
+            minimum = -2147483648, maximum = 2147483647),
+        ("format" = Option<ChildrenFormat>, Query, description = "`json` (default) or `msgpack` (the wire's `ChildResult` list)"),
+    ),
+    responses(
+        (status = 200, description = "A page of children", content(
+            (Children = "application/json"),
+            (MsgpackBody = "application/msgpack"),
+        )),
+        (status = 400, description = "Not a job id, or a bad parameter", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+)]
 async fn children(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -507,20 +765,70 @@ async fn children(
             .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         return Ok(([(header::CONTENT_TYPE, "application/msgpack")], body).into_response());
     }
-    let items: Vec<Value> = rows
+    let children = rows
         .into_iter()
-        .map(|r| {
-            json!({ "id": r.id, "index": r.child_index, "kind": r.kind, "status": r.status,
-                    "output": payload_json(r.output.as_deref()), "error": r.error })
+        .map(|r| Child {
+            id: r.id,
+            index: r.child_index,
+            kind: r.kind,
+            status: r.status,
+            output: payload_json(r.output.as_deref()),
+            error: r.error,
         })
         .collect();
-    Ok(Json(json!({ "children": items })).into_response())
+    Ok(Json(Children { children }).into_response())
 }
 
+/// The schema of a MessagePack body: bytes, not JSON.
+pub(crate) struct MsgpackBody;
+
+impl utoipa::PartialSchema for MsgpackBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::SchemaType::AnyValue)
+            .content_media_type("application/msgpack")
+            .description(Some(
+                "A MessagePack array of the wire's `ChildResult` (docs/protocol.md)",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for MsgpackBody {}
+
+/// The format of `/children`.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[expect(dead_code, reason = "only its schema is used")]
+pub(crate) enum ChildrenFormat {
+    /// JSON (the default).
+    Json,
+    /// MessagePack.
+    Msgpack,
+}
+
+/// Counts for the job's whole tree: by status, by phase and status,
+/// progress, elapsed time, rate and ETA.
+///
+/// One read of the tree's summary row, whatever the tree's size; jobs not
+/// spawned yet are not counted.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/tree",
+    tag = "jobs",
+    params(JobId),
+    responses(
+        (status = 200, description = "The tree's counts", body = Tree),
+        (status = 400, description = "Not a job id", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+)]
 async fn tree(
     State(state): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Tree>, ApiError> {
     let id = parse_id(&id)?;
     // Only the root is needed: not the job's output, which may be megabytes.
     let Some(root_id) = store::root_of(&state.pool, id).await? else {
@@ -530,86 +838,141 @@ async fn tree(
         return Err(no_job(id));
     };
     let counts = &view.counts;
-    let mut phases = serde_json::Map::new();
+    // Where the jobs are: counts by status within each phase.
+    let mut phases: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
     for (phase, status, n) in store::tree_phases(&state.pool, root_id).await? {
-        if let Value::Object(m) = phases.entry(phase).or_insert_with(|| json!({})) {
-            m.insert(status, json!(n));
-        }
+        phases.entry(phase).or_default().insert(status, n);
     }
     let total = counts.total();
     let done = counts.terminal();
-    let mut by_status = serde_json::Map::new();
-    for (status, n) in counts.iter() {
-        by_status.insert(status.as_str().to_owned(), json!(n));
-    }
     let rate = view.window.per_second();
     let now = view.window.now_ms;
-    Ok(Json(json!({
-        "root_id": root_id,
-        "jobs": total,
-        "counts": by_status,
-        // Where the jobs are: counts by status within each phase.
-        "phases": phases,
-        "progress": if total > 0 { done as f64 / total as f64 } else { 0.0 },
-        "remaining": total - done,
-        "elapsed_ms": rate::elapsed_ms(view.created_ms, view.finished_ms, now),
-        "rate_per_s": rate,
-        "rate_window": rate::WINDOW,
-        "eta_ms": rate::eta_ms(total - done, rate),
-    })))
+    Ok(Json(Tree {
+        root_id,
+        jobs: total,
+        counts: counts
+            .iter()
+            .map(|(status, n)| (status.as_str().to_owned(), n))
+            .collect(),
+        phases,
+        progress: if total > 0 {
+            done as f64 / total as f64
+        } else {
+            0.0
+        },
+        remaining: total - done,
+        elapsed_ms: rate::elapsed_ms(view.created_ms, view.finished_ms, now),
+        rate_per_s: rate,
+        rate_window: rate::WINDOW.to_owned(),
+        eta_ms: rate::eta_ms(total - done, rate),
+    }))
 }
 
+/// A job's log lines, oldest first: page on with `after` = the last id.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/logs",
+    tag = "jobs",
+    params(
+        JobId,
+        ("after" = Option<i64>, Query, description = "Lines after this id (default 0: from the first)",
+            minimum = -9223372036854775808i64, maximum = 9223372036854775807i64),
+        ("limit" = Option<i64>, Query, description = "Lines a page (default 100; clamped to 1-10000)",
+            minimum = -9223372036854775808i64, maximum = 9223372036854775807i64),
+    ),
+    responses(
+        (status = 200, description = "A page of log lines", body = Logs),
+        (status = 400, description = "Not a job id, or a bad parameter", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+)]
 async fn logs(
     State(state): State<ApiState>,
     Path(id): Path<String>,
     Query(q): Query<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Logs>, ApiError> {
     let id = parse_id(&id)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     let rows = store::logs(&state.pool, id, q.after.unwrap_or(0), limit).await?;
     if rows.is_empty() {
         require_job(&state.pool, id).await?;
     }
-    let lines: Vec<Value> = rows
+    let logs = rows
         .into_iter()
-        .map(|l| json!({ "id": l.id, "level": l.level, "message": l.message, "at_ms": l.at_ms }))
+        .map(|l| LogLine {
+            id: l.id,
+            level: l.level,
+            message: l.message,
+            at_ms: l.at_ms,
+        })
         .collect();
-    Ok(Json(json!({ "logs": lines })))
+    Ok(Json(Logs { logs }))
 }
 
+/// The latest fan-out's latencies: child p50/p99, fan-in latency.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/timing",
+    tag = "jobs",
+    params(JobId),
+    responses(
+        (status = 200, description = "The latest fan-out's latencies", body = Timing),
+        (status = 400, description = "Not a job id", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+)]
 async fn timing(
     State(state): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Timing>, ApiError> {
     let id = parse_id(&id)?;
     let t = store::fanout_timing(&state.pool, id).await?;
     if t.children == 0 {
         require_job(&state.pool, id).await?;
     }
-    Ok(Json(json!({
-        "children": t.children,
-        "child_p50_ms": t.child_p50_ms,
-        "child_p99_ms": t.child_p99_ms,
-        "fanin_latency_ms": t.fanin_latency_ms,
-    })))
+    Ok(Json(Timing {
+        children: t.children,
+        child_p50_ms: t.child_p50_ms,
+        child_p99_ms: t.child_p99_ms,
+        fanin_latency_ms: t.fanin_latency_ms,
+    }))
 }
 
-async fn stats(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let mut out = serde_json::Map::new();
-    for name in [
-        "fenced_reports",
-        "forged_reports",
-        "refused_reports",
-        "poisoned_reports",
-    ] {
-        out.insert(
-            name.to_owned(),
-            json!(store::counter(&state.pool, name).await?),
-        );
-    }
-    Ok(Json(Value::Object(out)))
+/// Durable counters of reports the coordinator fenced, refused or
+/// dead-lettered.
+#[utoipa::path(
+    get,
+    path = "/v1/stats",
+    tag = "service",
+    responses(
+        (status = 200, description = "The counters", body = Stats),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+)]
+async fn stats(State(state): State<ApiState>) -> Result<Json<Stats>, ApiError> {
+    let counter = |name| store::counter(&state.pool, name);
+    Ok(Json(Stats {
+        fenced_reports: counter("fenced_reports").await?,
+        forged_reports: counter("forged_reports").await?,
+        refused_reports: counter("refused_reports").await?,
+        poisoned_reports: counter("poisoned_reports").await?,
+    }))
 }
 
+/// Prometheus counters (open unless `TRIBUTARY_METRICS_TOKEN` is set).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
+    ),
+)]
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -17,9 +17,11 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use serde_json::{Value, json};
 
-use super::{ApiError, ApiState, no_job, parse_id};
+use super::answer::{
+    ErrorBody, Lease, OpenChild, Queue, StoppedAncestor, Waiting, WaitingChildren,
+};
+use super::{ApiError, ApiState, JobId, no_job, parse_id};
 use crate::queues::QueueState;
 use crate::store::{self, OpenChildren, WaitingJob};
 use reason::{Facts, Fanout, Group, Stage, Subject};
@@ -30,11 +32,27 @@ pub const OLDEST: i64 = 10;
 /// Most task queues asked about in one answer.
 pub const MAX_KINDS: usize = 8;
 
-/// The route's handler.
+/// Why the job is not progressing: its stage, attempt, last error and
+/// lease; its current fan-out's open children by status and stage, with the
+/// oldest ones; the task queues of the kinds involved; stopped ancestors;
+/// and a one-line `reason`.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/waiting",
+    tag = "jobs",
+    params(JobId),
+    responses(
+        (status = 200, description = "Why the job waits", body = Waiting),
+        (status = 400, description = "Not a job id", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+)]
 pub async fn waiting(
     State(state): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Waiting>, ApiError> {
     let id = parse_id(&id)?;
     let Some(job) = store::waiting_job(&state.pool, id).await? else {
         return Err(no_job(id));
@@ -139,101 +157,93 @@ fn answer(
     children: Option<Option<OpenChildren>>,
     queues: BTreeMap<String, QueueState>,
     ancestors: &[store::Ancestor],
-) -> Value {
+) -> Waiting {
     let running = stage == Stage::Running;
     let open =
         job.children_total - job.children_completed - job.children_failed - job.children_cancelled;
     let children = job.fanout_seq.map(|seq| {
-        let mut by_status = serde_json::Map::new();
-        let mut by_stage = serde_json::Map::new();
-        let (counted, oldest, complete) = match &children {
+        let mut open_by_status = BTreeMap::new();
+        let mut open_by_stage = BTreeMap::new();
+        let (counted, oldest, counted_all) = match &children {
             Some(Some(c)) => {
                 for g in &c.groups {
-                    add(&mut by_status, &g.status, g.n);
-                    add(&mut by_stage, &g.stage, g.n);
+                    *open_by_status.entry(g.status.clone()).or_default() += g.n;
+                    *open_by_stage.entry(g.stage.clone()).or_default() += g.n;
                 }
                 let counted: i64 = c.groups.iter().map(|g| g.n).sum();
-                let oldest: Vec<Value> = c.oldest.iter().map(child).collect();
+                let oldest = c.oldest.iter().map(child).collect();
                 (counted, oldest, counted < store::OPEN_SAMPLE)
             }
             Some(None) => (0, Vec::new(), false),
             None => (0, Vec::new(), true),
         };
-        json!({
-            "fanout_seq": seq,
-            "expected": job.children_expected,
-            "total": job.children_total,
-            "completed": job.children_completed,
-            "failed": job.children_failed,
-            "cancelled": job.children_cancelled,
-            "open": open,
-            "open_by_status": by_status,
-            "open_by_stage": by_stage,
-            "counted": counted,
-            "counted_all": complete,
-            "oldest": oldest,
-        })
+        WaitingChildren {
+            fanout_seq: seq,
+            expected: job.children_expected,
+            total: job.children_total,
+            completed: job.children_completed,
+            failed: job.children_failed,
+            cancelled: job.children_cancelled,
+            open,
+            open_by_status,
+            open_by_stage,
+            counted,
+            counted_all,
+            oldest,
+        }
     });
-    let queues: Vec<Value> = queues
-        .into_iter()
-        .map(|(kind, state)| {
-            let mut q = serde_json::to_value(&state).unwrap_or(Value::Null);
-            if let Value::Object(map) = &mut q {
-                map.insert("kind".into(), json!(kind));
-            }
-            q
-        })
-        .collect();
-    let ancestors: Vec<Value> = ancestors
-        .iter()
-        .map(|a| json!({ "id": a.id, "kind": a.kind, "status": a.status, "depth": a.depth }))
-        .collect();
-    json!({
-        "id": job.id,
-        "kind": job.kind,
-        "status": job.status,
-        "phase": job.phase,
-        "phase_status": job.phase_status,
-        "stage": job.stage,
-        "attempt": job.attempt,
-        "max_attempts": job.max_attempts,
-        "available_at_ms": job.available_ms,
-        "last_error": job.last_error,
-        "error": job.error,
-        "lease": running.then(|| json!({
-            "holder": job.lease_holder,
-            "started_ms": job.started_ms,
-            "until_ms": job.lease_until_ms,
-        })),
-        "reason": reason,
-        "children": children,
-        "queues": queues,
-        "stopped_ancestors": ancestors,
-        "parent_id": job.parent_id,
-        "now_ms": job.now_ms,
-    })
+    Waiting {
+        id: job.id,
+        kind: job.kind.clone(),
+        status: job.status.clone(),
+        phase: job.phase.clone(),
+        phase_status: job.phase_status.clone(),
+        stage: job.stage.clone(),
+        attempt: job.attempt,
+        max_attempts: job.max_attempts,
+        available_at_ms: job.available_ms,
+        last_error: job.last_error.clone(),
+        error: job.error.clone(),
+        lease: running.then(|| Lease {
+            holder: job.lease_holder.clone(),
+            started_ms: job.started_ms,
+            until_ms: job.lease_until_ms,
+        }),
+        reason: reason.to_owned(),
+        children,
+        queues: queues
+            .into_iter()
+            .map(|(kind, state)| Queue { kind, state })
+            .collect(),
+        stopped_ancestors: ancestors
+            .iter()
+            .map(|a| StoppedAncestor {
+                id: a.id,
+                kind: a.kind.clone(),
+                status: a.status.clone(),
+                depth: a.depth,
+            })
+            .collect(),
+        parent_id: job.parent_id,
+        now_ms: job.now_ms,
+    }
 }
 
-fn add(map: &mut serde_json::Map<String, Value>, key: &str, n: i64) {
-    let old = map.get(key).and_then(Value::as_i64).unwrap_or(0);
-    map.insert(key.to_owned(), json!(old + n));
-}
-
-fn child(c: &store::OpenChild) -> Value {
-    json!({
-        "id": c.id,
-        "index": c.child_index,
-        "kind": c.kind,
-        "status": c.status,
-        "phase": c.phase,
-        "phase_status": c.phase_status,
-        "stage": c.stage,
-        "attempt": c.attempt,
-        "max_attempts": c.max_attempts,
-        "available_at_ms": c.available_ms,
-        "last_error": c.last_error,
-        "lease_holder": c.lease_holder,
-        "started_ms": c.started_ms,
-        "lease_until_ms": c.lease_until_ms,
-    })
+fn child(c: &store::OpenChild) -> OpenChild {
+    OpenChild {
+        id: c.id,
+        index: c.child_index,
+        kind: c.kind.clone(),
+        status: c.status.clone(),
+        phase: c.phase.clone(),
+        phase_status: c.phase_status.clone(),
+        stage: c.stage.clone(),
+        attempt: c.attempt,
+        max_attempts: c.max_attempts,
+        available_at_ms: c.available_ms,
+        last_error: c.last_error.clone(),
+        lease_holder: c.lease_holder.clone(),
+        started_ms: c.started_ms,
+        lease_until_ms: c.lease_until_ms,
+    }
 }

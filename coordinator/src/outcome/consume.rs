@@ -242,7 +242,10 @@ mod tests {
     fn a_report_near_the_delivery_limit_is_refreshed_a_few_times_only() {
         assert!(!refresh(0, 0));
         assert!(!refresh(DELIVERY_LIMIT - 3, 0));
-        assert!(refresh(DELIVERY_LIMIT - 2, 0), "two returns before the limit");
+        assert!(
+            refresh(DELIVERY_LIMIT - 2, 0),
+            "two returns before the limit"
+        );
         assert!(refresh(DELIVERY_LIMIT - 2, MAX_REFRESHES - 1));
         assert!(
             !refresh(DELIVERY_LIMIT - 2, MAX_REFRESHES),
