@@ -97,11 +97,6 @@ impl Hub {
         })
     }
 
-    /// Trees watched right now.
-    pub fn watched(&self) -> usize {
-        lock(&self.feeds).len()
-    }
-
     /// Listens for NOTIFY and wakes the feed of each tree named, until
     /// cancelled; reconnects when the database goes away.
     pub async fn listen(self: Arc<Self>) {

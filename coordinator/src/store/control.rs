@@ -166,14 +166,6 @@ pub async fn finish_control(pool: &PgPool, id: i64) -> Result<()> {
     Ok(())
 }
 
-/// Walks not finished yet.
-pub async fn controls_pending(pool: &PgPool) -> Result<i64> {
-    trip();
-    Ok(sqlx::query_scalar("select count(*) from controls")
-        .fetch_one(pool)
-        .await?)
-}
-
 /// A child met by a walk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WalkedChild {
