@@ -239,10 +239,12 @@ async fn steer(
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<()> {
     let answer = api.steer(id, action, body.as_ref()).await?;
-    println!(
-        "{action}: job {id} is {}",
-        answer["status"].as_str().unwrap_or("unknown")
-    );
+    let status = answer["status"].as_str().unwrap_or("unknown");
+    if answer["changed"] == false {
+        println!("{action}: job {id} is {status} already; nothing to do");
+    } else {
+        println!("{action}: job {id} is {status}");
+    }
     Ok(())
 }
 

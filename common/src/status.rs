@@ -104,6 +104,10 @@ pub enum JobEvent {
     /// An operator ran an ended (failed or cancelled) job again, with a
     /// fresh attempt budget.
     Rerun,
+    /// An operator retried a job that ended while waiting on its fan-out
+    /// (`stop_all`, or cancelled): it waits again while its failed and
+    /// cancelled children run again.
+    Reopen,
 }
 
 /// Names a move the state machine does not allow.
@@ -178,6 +182,7 @@ impl JobStatus {
             (S::Pending | S::Running | S::Waiting, E::Pause) => S::Paused,
             (S::Paused, E::Resume(to @ (S::Pending | S::Running | S::Waiting))) => to,
             (S::Failed | S::Cancelled, E::Rerun) => S::Pending,
+            (S::Failed | S::Cancelled, E::Reopen) => S::Waiting,
             (from, event) => return Err(IllegalTransition { from, event }),
         };
         Ok(next)
@@ -339,6 +344,8 @@ mod tests {
             (S::Paused, E::Cancel, S::Cancelled),
             (S::Failed, E::Rerun, S::Pending),
             (S::Cancelled, E::Rerun, S::Pending),
+            (S::Failed, E::Reopen, S::Waiting),
+            (S::Cancelled, E::Reopen, S::Waiting),
         ];
         for (from, event, to) in legal {
             assert_eq!(from.apply(event), Ok(to), "{from:?} + {event:?}");
@@ -360,6 +367,8 @@ mod tests {
             (S::Completed, E::Rerun),
             (S::Running, E::Rerun),
             (S::Cancelled, E::Cancel),
+            (S::Completed, E::Reopen),
+            (S::Waiting, E::Reopen),
         ];
         for (from, event) in illegal {
             assert_eq!(from.apply(event), Err(IllegalTransition { from, event }));

@@ -1,5 +1,7 @@
 //! The subtree sweeper: carries an operator's cancel, pause or resume (and
-//! `stop_all`'s cancel) from the job it names down to every descendant.
+//! `stop_all`'s cancel) from the job it names down to every descendant, and
+//! a retry of a job that ended at its fan-in to its failed and cancelled
+//! children.
 //!
 //! ```text
 //!  API / applier ──(job moved + controls row, one tx)──► controls
@@ -139,16 +141,26 @@ impl Sweeper {
                         .await?;
                     moved += batch.len() as u64;
                 }
-                next.extend(
-                    children
-                        .iter()
-                        .filter(|c| c.fanned_out)
-                        .map(|c: &WalkedChild| c.id),
-                );
+                // A retry reaches one level: a child that ended at its own
+                // fan-in is reopened with a walk of its own.
+                if control.action != Action::Retry {
+                    next.extend(
+                        children
+                            .iter()
+                            .filter(|c| c.fanned_out)
+                            .map(|c: &WalkedChild| c.id),
+                    );
+                }
             }
             level = next;
         }
-        store::finish_control(&self.pool, control.id).await?;
+        if control.action == Action::Retry {
+            self.applier
+                .retry_walked(control.id, control.job_id)
+                .await?;
+        } else {
+            store::finish_control(&self.pool, control.id).await?;
+        }
         Ok(moved)
     }
 }
@@ -163,6 +175,7 @@ fn applies(action: Action, status: JobStatus) -> bool {
             JobStatus::Pending | JobStatus::Running | JobStatus::Waiting
         ),
         Action::Resume => status == JobStatus::Paused,
+        Action::Retry => matches!(status, JobStatus::Failed | JobStatus::Cancelled),
     }
 }
 
@@ -176,6 +189,11 @@ mod tests {
         for s in JobStatus::ALL {
             assert_eq!(applies(Action::Cancel, s), !s.is_terminal(), "{s:?}");
             assert_eq!(applies(Action::Resume, s), s == S::Paused, "{s:?}");
+            assert_eq!(
+                applies(Action::Retry, s),
+                matches!(s, S::Failed | S::Cancelled),
+                "{s:?}"
+            );
         }
         assert!(applies(Action::Pause, S::Waiting));
         assert!(!applies(Action::Pause, S::Paused));

@@ -345,6 +345,9 @@ pub struct Steered {
     /// The job's status after the action.
     #[schema(value_type = JobStatusName)]
     pub status: String,
+    /// Whether this request moved the job; `false` when it already stood
+    /// where the action leads (a repeated request), and nothing was done.
+    pub changed: bool,
 }
 
 /// `GET /v1/jobs`: one page.

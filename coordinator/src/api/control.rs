@@ -1,11 +1,12 @@
 //! Operators steer a job and its subtree: cancel, pause, resume, retry.
 //!
-//! Each answers `202` with the job's status after the action. Cancel,
-//! pause and resume are idempotent: cancelling a cancelled job, pausing a
-//! paused one or resuming a running one changes nothing and answers the
-//! same. Retry is not: a job already running again answers `409` saying so. The job itself moves
-//! in the request's transaction; its descendants follow through the
-//! sweeper ([`crate::control`]), recorded in that same transaction.
+//! Each answers `202` with the job's status after the action, and whether
+//! the request moved it. Each is idempotent: cancelling a cancelled job,
+//! pausing a paused one, resuming a running one or retrying a job that is
+//! running again changes nothing and answers `changed: false`. Only a
+//! retry of a completed job is refused (`409`). The job itself moves in
+//! the request's transaction; its descendants follow through the sweeper
+//! ([`crate::control`]), recorded in that same transaction.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -13,6 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use tributary_common::limits;
+use tributary_common::status::JobStatus;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -174,15 +176,20 @@ async fn steer(
     reason: &str,
 ) -> Result<(StatusCode, Json<Steered>), ApiError> {
     let id = parse_id(&id)?;
-    if store::job_status(&state.pool, id).await?.is_none() {
-        return Err(no_job(id));
-    }
+    let before = store::job_status(&state.pool, id)
+        .await?
+        .ok_or_else(|| no_job(id))?;
     state.applier.control(&[id], action, reason, true).await?;
-    answer(&state, id, action.as_str()).await
+    answer(&state, id, action.as_str(), before).await
 }
 
-/// Run a failed or cancelled job again, from the phase it ended in or
-/// `phase`, with a fresh attempt budget (not idempotent).
+/// Run a failed or cancelled job again (idempotent).
+///
+/// It runs from the phase it ended in (or `phase`) with a fresh attempt
+/// budget. A job that ended while waiting on its children (`stop_all`, or
+/// a cancel) waits again instead, and only its failed and cancelled
+/// children run again. A job that is open already (running again) is left
+/// as it is: `changed: false`.
 #[utoipa::path(
     post,
     path = "/v1/jobs/{id}/retry",
@@ -191,7 +198,7 @@ async fn steer(
     request_body(content = Option<RetryBody>, content_type = "application/json"),
     responses(
         (status = 202, description = "Accepted: the job's status after the action", body = Steered),
-        (status = 409, description = "The job may not be retried now (the reason says why)", body = ErrorBody),
+        (status = 409, description = "The job completed, or its parent ended (the reason says why)", body = ErrorBody),
         (status = 400, description = "Not a job id, or malformed JSON", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 415, description = "A body that is not application/json", body = ErrorBody),
@@ -220,19 +227,24 @@ pub(super) async fn retry(
             ),
         ));
     }
-    if store::job_status(&state.pool, id).await?.is_none() {
-        return Err(no_job(id));
-    }
-    if let Err(reason) = state.applier.rerun(id, b.phase.as_deref()).await? {
+    let before = store::job_status(&state.pool, id)
+        .await?
+        .ok_or_else(|| no_job(id))?;
+    // Running again already (a repeated retry), or never ended: nothing
+    // to do. The plan decides the rest under the row lock.
+    if before.is_terminal()
+        && let Err(reason) = state.applier.rerun(id, b.phase.as_deref()).await?
+    {
         return Err(bad(StatusCode::CONFLICT, reason));
     }
-    answer(&state, id, "retry").await
+    answer(&state, id, "retry", before).await
 }
 
 async fn answer(
     state: &ApiState,
     id: Uuid,
     action: &str,
+    before: JobStatus,
 ) -> Result<(StatusCode, Json<Steered>), ApiError> {
     let status = store::job_status(&state.pool, id)
         .await?
@@ -243,6 +255,7 @@ async fn answer(
             id,
             action: action.to_owned(),
             status: status.as_str().to_owned(),
+            changed: status != before,
         }),
     ))
 }

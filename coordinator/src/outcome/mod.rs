@@ -181,6 +181,14 @@ impl Applier {
         Ok(done.refusal.map_or(Ok(()), Err))
     }
 
+    /// Ends the retry walk `control` of `id`'s children: in one
+    /// transaction its row goes and the job's fan-in is settled.
+    pub async fn retry_walked(&self, control: i64, id: Uuid) -> Result<(), StoreError> {
+        self.run_work(Work::RetryWalked { control, id })
+            .await
+            .map(drop)
+    }
+
     /// Applies `items` in one transaction, running it again on a deadlock.
     pub async fn apply(&self, items: &[ReportItem]) -> Result<Applied, StoreError> {
         self.run_work(Work::Reports(items)).await.map(|d| d.applied)
@@ -212,16 +220,14 @@ impl Applier {
         }
     }
 
-    /// Hands stop orders to the relay, deduplicated, in messages of at
+    /// Hands stop orders (deduplicated by the plan) to the relay, in messages of at
     /// most [`MAX_STOPS_PER_MESSAGE`] tokens. Losing them (no relay, or
     /// the broker down) costs only time: a stopped execution's next
     /// heartbeat is fenced and asks again.
-    fn send_stops(&self, mut stops: Vec<DispatchToken>) {
+    fn send_stops(&self, stops: Vec<DispatchToken>) {
         let Some(tx) = &self.stops else {
             return;
         };
-        stops.sort_unstable_by_key(|t| (t.job_id, t.seq, t.attempt, t.nonce));
-        stops.dedup();
         for chunk in stops.chunks(MAX_STOPS_PER_MESSAGE) {
             let _ = tx.send(chunk.to_vec());
         }
@@ -243,6 +249,7 @@ impl Applier {
                 ids
             }
             Work::Rerun { id, .. } => vec![id],
+            Work::RetryWalked { id, .. } => vec![id],
         };
         let rows = store::lock_jobs_and_parents(&mut tx, &ids).await?;
         let mut plan = Plan::new(rows, self.config.backoff);
@@ -264,12 +271,22 @@ impl Applier {
                 }
             }
             Work::Rerun { id, phase } => refusal = plan.rerun(id, phase).err(),
+            Work::RetryWalked { control, id } => {
+                store::delete_control(&mut tx, control).await?;
+                plan.recheck_fan_in(id);
+            }
         }
-        // Then the fan-ins it touched. A parent that ended by its fan-in
-        // rule may have a parent of its own that is not locked yet: lock it
-        // and settle again.
-        plan.settle_fan_ins();
+        // Then the fan-ins it touched. A fan-in about to fire waits while
+        // a retry walk of its children runs. A parent that ended by its
+        // fan-in rule may have a parent of its own that is not locked yet:
+        // lock it and settle again.
         loop {
+            let due = plan.fan_ins_due();
+            if !due.is_empty() {
+                let held = store::retrying(&mut tx, &due).await?;
+                plan.hold_fan_ins(&due, held);
+            }
+            plan.settle_fan_ins();
             let missing = plan.missing_parents();
             if missing.is_empty() {
                 break;
@@ -278,7 +295,7 @@ impl Applier {
             plan.add_late_parents(rows);
         }
         let applied = plan.applied();
-        let stops = plan.stops().to_vec();
+        let stops = plan.stops();
         let writes = plan.into_writes();
         let walks = !writes.walks.is_empty();
         write(&mut tx, writes, &applied).await?;
@@ -408,6 +425,9 @@ enum Work<'a> {
     },
     /// Run an ended job again.
     Rerun { id: Uuid, phase: Option<&'a str> },
+    /// A retry walk of `id`'s children is done: delete its row and let the
+    /// job's fan-in fire if its children have all ended.
+    RetryWalked { control: i64, id: Uuid },
 }
 
 /// An item's variant name, for log lines (never its contents).

@@ -63,6 +63,10 @@ pub(super) struct Plan {
     tree: HashMap<Uuid, TreeCounts>,
     /// Parents whose fan-in must be re-evaluated.
     fan_in_check: Vec<Uuid>,
+    /// Parents whose fan-in waits for a retry walk ([`Plan::hold_fan_ins`]).
+    held: HashSet<Uuid>,
+    /// Parents already looked up for a retry walk.
+    hold_checked: HashSet<Uuid>,
     /// Child endings for parents not locked yet: (completed, failed, cancelled).
     parent_deltas: HashMap<(Uuid, i32), [i64; 3]>,
     /// Executions workers must stop (see [`Plan::stops`]).
@@ -92,6 +96,8 @@ impl Plan {
             logs: Vec::new(),
             tree: HashMap::new(),
             fan_in_check: Vec::new(),
+            held: HashSet::new(),
+            hold_checked: HashSet::new(),
             parent_deltas: HashMap::new(),
             stops: Vec::new(),
             walks: Vec::new(),
@@ -266,6 +272,13 @@ impl Plan {
         counted: &mut HashSet<(Uuid, i32, i32)>,
     ) {
         let token = *item.token();
+        if self
+            .jobs
+            .get(&token.job_id)
+            .is_some_and(|j| j.is_current(&token))
+        {
+            self.follow_parent(token.job_id, matches!(item, ReportItem::Started { .. }));
+        }
         let Some(job) = self.jobs.get_mut(&token.job_id) else {
             tracing::warn!(%token, "report for an unknown job ignored");
             self.applied.fenced += 1;

@@ -17,6 +17,11 @@ pub enum Action {
     Pause,
     /// Release what a pause held back.
     Resume,
+    /// Run a reopened job's failed and cancelled children again (one
+    /// level: a child that itself ended at its fan-in is reopened in turn,
+    /// with a walk of its own). The job's fan-in waits until the walk is
+    /// done.
+    Retry,
 }
 
 impl Action {
@@ -26,6 +31,7 @@ impl Action {
             Self::Cancel => "cancel",
             Self::Pause => "pause",
             Self::Resume => "resume",
+            Self::Retry => "retry",
         }
     }
 
@@ -34,6 +40,7 @@ impl Action {
             "cancel" => Self::Cancel,
             "pause" => Self::Pause,
             "resume" => Self::Resume,
+            "retry" => Self::Retry,
             _ => return None,
         })
     }
@@ -164,6 +171,29 @@ pub async fn finish_control(pool: &PgPool, id: i64) -> Result<()> {
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// Deletes a finished walk in the applier's transaction (a retry walk's
+/// end releases its job's fan-in in the same commit).
+pub async fn delete_control(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<()> {
+    trip();
+    sqlx::query("delete from controls where id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Which of `ids` have a retry walk still running: their fan-in waits for
+/// it (the children it has not reached yet still count as ended).
+pub async fn retrying(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+    trip();
+    Ok(sqlx::query_scalar(
+        "select distinct job_id from controls where action = 'retry' and job_id = any($1)",
+    )
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await?)
 }
 
 /// A child met by a walk.

@@ -59,6 +59,10 @@ async fn cancel_stops_a_large_tree_within_seconds_with_nothing_left() {
         .await;
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["status"], "cancelled");
+    assert_eq!(answer["changed"], true);
+    // Whatever committed before the cancel stays; nothing completes after
+    // it, even where the walk has not reached yet.
+    let completed_at_cancel = completed_children(&c, root).await;
     c.eventually(
         "every job of the tree ended, none running",
         Duration::from_secs(30),
@@ -87,10 +91,15 @@ async fn cancel_stops_a_large_tree_within_seconds_with_nothing_left() {
         "{job}"
     );
     let completed = completed_children(&c, root).await;
+    assert_eq!(
+        completed, completed_at_cancel,
+        "no child completed after the cancel"
+    );
     assert!(completed < n, "the tree was cancelled before it finished");
     // Idempotent: cancelling again answers the same and changes nothing.
     let (status, again) = c.post(&format!("/v1/jobs/{root}/cancel"), None).await;
     assert_eq!((status, &again["status"]), (202, &json!("cancelled")));
+    assert_eq!(again["changed"], false);
     assert_eq!(completed_children(&c, root).await, completed);
     c.shutdown().await;
 }
@@ -169,6 +178,11 @@ async fn a_retry_survives_the_coordinator_killed_right_after() {
         .await;
     assert_eq!(job["output"]["sum"], json!((0..n).sum::<u64>()), "{job}");
     assert_eq!(job["output"]["completed"], json!(n), "{job}");
+    assert_eq!(
+        children_of(&c, root).await,
+        n as i64,
+        "nothing spawned anew"
+    );
     c.assert_tree_exact(root).await;
     c.report("retry-coordinator-killed", 1).await;
     c.shutdown().await;
@@ -287,8 +301,13 @@ async fn retry_runs_a_cancelled_tree_again_to_the_right_answer() {
         (c.job(root).await["status"] == "waiting").then_some(())
     })
     .await;
-    let (status, _) = c.post(&format!("/v1/jobs/{root}/retry"), None).await;
-    assert_eq!(status, 409, "a waiting job cannot be retried");
+    let (status, answer) = c.post(&format!("/v1/jobs/{root}/retry"), None).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(
+        (&answer["status"], &answer["changed"]),
+        (&json!("waiting"), &json!(false)),
+        "a job that has not ended is left as it is"
+    );
     let (status, _) = c.post(&format!("/v1/jobs/{root}/cancel"), None).await;
     assert_eq!(status, 202);
     c.eventually("the tree ended", Duration::from_secs(30), || async {
@@ -297,8 +316,19 @@ async fn retry_runs_a_cancelled_tree_again_to_the_right_answer() {
     .await;
     let (status, answer) = c.post(&format!("/v1/jobs/{root}/retry"), None).await;
     assert_eq!(status, 202, "{answer}");
-    assert_eq!(answer["status"], "pending");
+    assert_eq!(
+        answer["status"], "waiting",
+        "it waits on its fan-out again: {answer}"
+    );
+    // Idempotent: a second retry finds it open again and does nothing.
+    let (status, again) = c.post(&format!("/v1/jobs/{root}/retry"), None).await;
+    assert_eq!((status, &again["changed"]), (202, &json!(false)), "{again}");
     let job = c.wait_for(root, "completed", Duration::from_secs(60)).await;
+    assert_eq!(
+        children_of(&c, root).await,
+        20,
+        "the cancelled children ran again; none was spawned anew"
+    );
     let sum: u64 = (0..20u64).sum();
     assert_eq!(job["output"]["sum"], json!(sum), "{job}");
     assert_eq!(job["output"]["completed"], 20, "{job}");
@@ -314,6 +344,59 @@ async fn retry_runs_a_cancelled_tree_again_to_the_right_answer() {
             .contains("completed")
     );
     c.shutdown().await;
+}
+
+#[tokio::test]
+async fn retrying_a_stop_all_failure_reruns_only_the_failed_and_cancelled_children() {
+    let c = TestCluster::start().await;
+    let n = 300u64;
+    let root = c
+        .submit_with(
+            "bench.fanout",
+            json!({ "n": n, "sleep_ms": 20, "fail_every": 100, "fail": "first_run" }),
+            Some(json!({ "max_child_failures": 0, "failure_action": "stop_all" })),
+        )
+        .await;
+    c.wait_for(root, "failed", Duration::from_secs(60)).await;
+    c.eventually("the siblings ended", Duration::from_secs(30), || async {
+        (open_and_running(&c, root).await == (0, 0)).then_some(())
+    })
+    .await;
+    let kept = completed_children(&c, root).await;
+    let (status, answer) = c.post(&format!("/v1/jobs/{root}/retry"), None).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(
+        (&answer["status"], &answer["changed"]),
+        (&json!("waiting"), &json!(true))
+    );
+    let job = c.wait_for(root, "completed", Duration::from_secs(60)).await;
+    let sum: u64 = (0..n).sum();
+    assert_eq!(job["output"]["sum"], json!(sum), "{job}");
+    assert_eq!(job["output"]["completed"], json!(n), "{job}");
+    assert_eq!(
+        children_of(&c, root).await,
+        n as i64,
+        "nothing spawned anew"
+    );
+    // The children that had completed kept their results: only the rest
+    // ran again, as phase 2.
+    let rerun: i64 =
+        sqlx::query_scalar("select count(*) from jobs where parent_id = $1 and phase_seq = 2")
+            .bind(root)
+            .fetch_one(&c.pool)
+            .await
+            .expect("count");
+    assert_eq!(rerun, n as i64 - kept, "{kept} kept");
+    c.assert_tree_exact(root).await;
+    c.shutdown().await;
+}
+
+async fn children_of(c: &TestCluster, root: Uuid) -> i64 {
+    sqlx::query_scalar("select count(*) from jobs where parent_id = $1")
+        .bind(root)
+        .fetch_one(&c.pool)
+        .await
+        .expect("count")
 }
 
 #[tokio::test]
@@ -413,7 +496,7 @@ async fn control_routes_refuse_bad_requests_with_a_reason() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        format!("cancel: job {id} is completed")
+        format!("cancel: job {id} is completed already; nothing to do")
     );
     let out = cli(vec!["retry".into(), id.to_string()]).await;
     assert_eq!(out.status.code(), Some(1));

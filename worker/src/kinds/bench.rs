@@ -38,6 +38,9 @@ pub enum FailMode {
     Always,
     /// Fails permanently at once.
     Permanent,
+    /// Its first run fails permanently; a run after an operator's retry
+    /// (a later phase number) succeeds.
+    FirstRun,
 }
 
 /// Input of `bench.leaf`.
@@ -96,6 +99,13 @@ impl Job for Leaf {
             FailMode::Permanent => {
                 return Err(PhaseError::permanent(format!(
                     "leaf {} failed for good",
+                    input.value
+                )));
+            }
+            FailMode::FirstRun if ctx.token().seq > 1 => {}
+            FailMode::FirstRun => {
+                return Err(PhaseError::permanent(format!(
+                    "leaf {} failed on its first run",
                     input.value
                 )));
             }

@@ -20,6 +20,48 @@ impl Plan {
             Action::Cancel => self.cancel(id, reason),
             Action::Pause => self.pause(id),
             Action::Resume => self.resume(id),
+            Action::Retry => self.retry_child(id),
+        }
+    }
+
+    /// A retry walk's step: runs a failed or cancelled child of a reopened
+    /// job again, if it belongs to the fan-out the job waits on (a child of
+    /// an earlier fan-out would count nowhere) and the job still waits.
+    fn retry_child(&mut self, id: Uuid) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        let Some(parent) = job.row.parent_id.and_then(|p| self.jobs.get(&p)) else {
+            return;
+        };
+        let counted =
+            parent.row.fanout_seq.is_some() && parent.row.fanout_seq == job.row.parent_seq;
+        if counted && matches!(parent.status, JobStatus::Waiting | JobStatus::Paused) {
+            // A refusal (the job ended otherwise meanwhile) leaves it be.
+            let _ = self.rerun(id, None);
+        }
+    }
+
+    /// A current report from a job whose parent was cancelled (or failed
+    /// with children open) or paused before the subtree walk reached the
+    /// job: the walk's move is made here, under the same row locks, so
+    /// nothing below a cancelled job completes after the cancel, and
+    /// nothing below a paused one starts. The report is then fenced (or,
+    /// for a pause, only a `Started` is held: running phases run on).
+    pub(in crate::outcome) fn follow_parent(&mut self, id: Uuid, starting: bool) {
+        let Some(parent_id) = self.jobs.get(&id).and_then(|j| j.row.parent_id) else {
+            return;
+        };
+        let Some(parent) = self.jobs.get(&parent_id).map(|p| p.status) else {
+            return;
+        };
+        match parent {
+            JobStatus::Cancelled | JobStatus::Failed => {
+                let reason = format!("cancelled: ancestor {parent_id} {}", parent.as_str());
+                self.cancel(id, &reason);
+            }
+            JobStatus::Paused if starting => self.pause(id),
+            _ => {}
         }
     }
 
@@ -137,17 +179,33 @@ impl Plan {
                 p.status.as_str()
             ));
         }
-        let phase = phase.map_or_else(|| job.row.phase.clone(), str::to_owned);
-        if !self.step(id, JobEvent::Rerun, None) {
-            return Err(format!("job {id} cannot be retried now"));
+        // A job that ended while waiting on its fan-out (stop_all, or a
+        // cancel) waits again, and its failed and cancelled children run
+        // again; the rest of its children's work is kept.
+        let reopen = phase.is_none()
+            && job.phase_status == PhaseStatus::Completed
+            && job.row.fanout_seq.is_some()
+            && job.row.children_expected.is_some();
+        if reopen {
+            if !self.step(id, JobEvent::Reopen, None) {
+                return Err(format!("job {id} cannot be retried now"));
+            }
+            self.walks.push((id, Action::Retry, String::new()));
+        } else {
+            let phase = phase.map_or_else(|| job.row.phase.clone(), str::to_owned);
+            if !self.step(id, JobEvent::Rerun, None) {
+                return Err(format!("job {id} cannot be retried now"));
+            }
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.queue_phase(phase, 0);
+                job.close_fanout();
+                self.applied.queued += 1;
+            }
         }
         if let Some(job) = self.jobs.get_mut(&id) {
-            job.queue_phase(phase, 0);
-            job.close_fanout();
             job.rerun = true;
             job.error = None;
             job.warning = None;
-            self.applied.queued += 1;
         }
         let mut held = false;
         if let Some((parent_id, seq)) = parent
@@ -193,10 +251,13 @@ impl Plan {
         }
     }
 
-    /// The executions workers must stop: cancelled or held phases that were
-    /// published, and executions whose report was fenced because they are
-    /// no longer current.
-    pub(in crate::outcome) fn stops(&self) -> &[DispatchToken] {
-        &self.stops
+    /// The executions workers must stop, each once: cancelled or held
+    /// phases that were published, and executions whose report was fenced
+    /// because they are no longer current.
+    pub(in crate::outcome) fn stops(&self) -> Vec<DispatchToken> {
+        let mut stops = self.stops.clone();
+        stops.sort_unstable_by_key(|t| (t.job_id, t.seq, t.attempt, t.nonce));
+        stops.dedup();
+        stops
     }
 }

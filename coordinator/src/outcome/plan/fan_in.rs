@@ -87,7 +87,53 @@ impl Plan {
         let jobs = &self.jobs;
         self.parent_deltas.retain(|(p, _), _| jobs.contains_key(p));
         self.flush_parent_deltas();
-        self.settle_fan_ins();
+    }
+
+    /// Parents whose fan-in would fire now and that were not looked up for
+    /// a retry walk yet: the applier asks the database which of them are
+    /// held ([`Plan::hold_fan_ins`]) before [`Plan::settle_fan_ins`]. Most
+    /// batches fire no fan-in and ask nothing.
+    pub(in crate::outcome) fn fan_ins_due(&self) -> Vec<Uuid> {
+        let mut due: Vec<Uuid> = self
+            .fan_in_check
+            .iter()
+            .filter(|id| !self.hold_checked.contains(id))
+            .filter(|id| {
+                self.jobs
+                    .get(id)
+                    .is_some_and(|job| self.decide(job) != FanIn::Wait)
+            })
+            .copied()
+            .collect();
+        due.sort_unstable();
+        due.dedup();
+        due
+    }
+
+    /// Takes the answer for [`Plan::fan_ins_due`]: `held` have a retry
+    /// walk running, and their fan-in waits for its end.
+    pub(in crate::outcome) fn hold_fan_ins(&mut self, asked: &[Uuid], held: Vec<Uuid>) {
+        self.hold_checked.extend(asked.iter().copied());
+        self.held.extend(held);
+    }
+
+    /// Re-evaluates `id`'s fan-in: a retry walk of its children ended.
+    pub(in crate::outcome) fn recheck_fan_in(&mut self, id: Uuid) {
+        self.fan_in_check.push(id);
+    }
+
+    fn decide(&self, job: &super::JobPlan) -> FanIn {
+        if !matches!(job.status, JobStatus::Running | JobStatus::Waiting) {
+            return FanIn::Wait;
+        }
+        let expected = if job.status == JobStatus::Waiting {
+            job.row.children_expected.map(|e| e as u64)
+        } else {
+            None
+        };
+        let max = job.row.max_child_failures.map(|m| m as u32);
+        let action = parse_action(&job.row.failure_action);
+        fanin::decide(expected, &job.counts(), max, action)
     }
 
     /// Runs the fan-in rule on every parent whose counts or seal changed.
@@ -98,18 +144,12 @@ impl Plan {
             let Some(job) = self.jobs.get(&id) else {
                 continue;
             };
-            if !matches!(job.status, JobStatus::Running | JobStatus::Waiting) {
+            if self.held.contains(&id) {
                 continue;
             }
-            let expected = if job.status == JobStatus::Waiting {
-                job.row.children_expected.map(|e| e as u64)
-            } else {
-                None
-            };
             let counts = job.counts();
             let max = job.row.max_child_failures.map(|m| m as u32);
-            let action = parse_action(&job.row.failure_action);
-            match fanin::decide(expected, &counts, max, action) {
+            match self.decide(job) {
                 FanIn::Wait => {}
                 FanIn::Resume => {
                     let then = job

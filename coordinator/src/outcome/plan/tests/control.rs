@@ -281,3 +281,167 @@ fn a_rerun_under_a_paused_parent_is_held() {
     );
     assert!(!f.dispatch_pending, "held until the resume");
 }
+
+#[test]
+fn a_child_reporting_under_a_cancelled_parent_is_cancelled_not_completed() {
+    // The walk has not reached the child yet; its report arrives first.
+    let parent = row().waiting(2, 2, 0, 0).status("cancelled", "completed");
+    let child = row().child_of(&parent, 1);
+    let run = Db::with(&[&parent, &child]).run(&[complete(token(&child))]);
+    let c = run.job(child.id);
+    assert_eq!(c.status, "cancelled");
+    assert_eq!(
+        c.error.as_deref(),
+        Some(format!("cancelled: ancestor {} cancelled", parent.id).as_str())
+    );
+    assert!(!c.set_output, "its outcome is discarded");
+    assert_eq!(run.applied.fenced, 1);
+    assert_eq!(run.stops, vec![token(&child)]);
+    assert_eq!(
+        run.job(parent.id).counts,
+        [2, 0, 0, 1],
+        "it counts into the parent as cancelled"
+    );
+    assert_eq!(run.applied.fan_ins, 0);
+}
+
+#[test]
+fn a_child_of_a_failed_parent_is_cancelled_on_its_next_report() {
+    let parent = row().waiting(2, 2, 0, 1).status("failed", "completed");
+    let child = row().child_of(&parent, 1).status("pending", "not_started");
+    let started = tributary_common::wire::ReportItem::Started {
+        token: token(&child),
+        phase: "work".into(),
+        lease_ms: 30_000,
+        worker: None,
+    };
+    let run = Db::with(&[&parent, &child]).run(&[started]);
+    assert_eq!(run.job(child.id).status, "cancelled");
+    assert_eq!(run.job(child.id).phase_status, "skipped");
+    assert_eq!(run.stops, vec![token(&child)]);
+}
+
+#[test]
+fn a_child_starting_under_a_paused_parent_is_held_but_a_running_one_finishes() {
+    let parent = row().waiting(2, 2, 0, 0).status("paused", "completed");
+    let queued = row().child_of(&parent, 1).status("pending", "not_started");
+    let running = row().child_of(&parent, 1);
+    let started = tributary_common::wire::ReportItem::Started {
+        token: token(&queued),
+        phase: "work".into(),
+        lease_ms: 30_000,
+        worker: None,
+    };
+    let run = Db::with(&[&parent, &queued, &running]).run(&[started, complete(token(&running))]);
+    let q = run.job(queued.id);
+    assert_eq!(
+        (q.status.as_str(), q.phase_status.as_str()),
+        ("paused", "paused")
+    );
+    assert!(!q.dispatch_pending, "held until the resume");
+    assert_eq!(run.stops, vec![token(&queued)]);
+    assert_eq!(
+        run.job(running.id).status,
+        "completed",
+        "a running phase's outcome is kept"
+    );
+    assert_eq!(run.job(parent.id).counts, [2, 1, 0, 0]);
+}
+
+#[test]
+fn retrying_a_fan_in_failure_reruns_only_the_failed_children_and_holds_the_fan_in() {
+    // stop_all failed the parent: one child completed, one failed, one
+    // was cancelled by the walk.
+    let parent = row()
+        .waiting(3, 3, 1, 1)
+        .failures(0, "stop_all")
+        .status("failed", "completed");
+    let mut parent_row = parent.clone();
+    parent_row.children_cancelled = 1;
+    let done = row().child_of(&parent, 1).status("completed", "completed");
+    let failed = row().child_of(&parent, 1).status("failed", "failed");
+    let cancelled = row().child_of(&parent, 1).status("cancelled", "skipped");
+    let mut db = Db::with(&[&parent_row, &done, &failed, &cancelled]);
+
+    let run = db.run_rerun(parent.id, None);
+    assert_eq!(run.refusal, None);
+    let p = run.job(parent.id);
+    assert_eq!(
+        (p.status.as_str(), p.phase.as_str(), p.phase_seq),
+        ("waiting", "work", 1),
+        "it waits on the same fan-out; its spawning phase does not run again"
+    );
+    assert_eq!(p.counts, [3, 1, 1, 1], "the children move back one by one");
+    assert!(p.error.is_none());
+    assert_eq!(run.walks, vec![(parent.id, Action::Retry, String::new())]);
+    db.commit(&run);
+
+    // The walk reaches the failed child first; it runs and completes while
+    // the cancelled one still counts as ended: the fan-in would fire (and
+    // fail again), but the walk holds it.
+    let step = db.run_retry_walk(&[failed.id, done.id]);
+    assert_eq!(step.job(failed.id).status, "pending");
+    assert!(
+        !step.jobs.contains_key(&done.id),
+        "a completed child keeps its result"
+    );
+    assert_eq!(step.job(parent.id).counts, [3, 1, 0, 1]);
+    db.commit(&step);
+    let mut rerun = failed.clone();
+    rerun.phase_seq = 2;
+    rerun.status = "running".into();
+    rerun.phase_status = "running".into();
+    db.rows.insert(failed.id, rerun.clone());
+    let ended = db.run(&[complete(token(&rerun))]);
+    assert_eq!(ended.job(parent.id).status, "waiting", "held by the walk");
+    assert_eq!(ended.applied.fan_ins, 0);
+    db.commit(&ended);
+
+    let step = db.run_retry_walk(&[cancelled.id]);
+    assert_eq!(step.job(cancelled.id).status, "pending");
+    assert_eq!(step.job(parent.id).counts, [3, 2, 0, 0]);
+    db.commit(&step);
+    let mut rerun = cancelled.clone();
+    rerun.phase_seq = 2;
+    rerun.status = "running".into();
+    rerun.phase_status = "running".into();
+    db.rows.insert(cancelled.id, rerun.clone());
+    let ended = db.run(&[complete(token(&rerun))]);
+    assert_eq!(ended.job(parent.id).counts, [3, 3, 0, 0]);
+    assert_eq!(
+        ended.applied.fan_ins, 0,
+        "still held: the walk has not ended"
+    );
+    db.commit(&ended);
+
+    // The walk's end releases the fan-in, in the same transaction.
+    let walked = db.run_retry_walked(parent.id);
+    let p = walked.job(parent.id);
+    assert_eq!((p.status.as_str(), p.phase.as_str()), ("running", "merge"));
+    assert_eq!(walked.applied.fan_ins, 1);
+}
+
+#[test]
+fn a_retry_walk_leaves_children_of_an_earlier_fan_out_alone() {
+    let parent = row()
+        .at(2, 1)
+        .waiting(1, 1, 0, 0)
+        .status("waiting", "completed");
+    let old = row().child_of(&parent, 1).status("failed", "failed");
+    let run = Db::with(&[&parent, &old]).run_retry_walk(&[old.id]);
+    assert!(run.jobs.is_empty(), "nothing would count it");
+}
+
+#[test]
+fn a_job_that_failed_in_a_phase_reruns_that_phase_even_after_a_fan_out() {
+    // The phase after the fan-in failed: it runs again, not the fan-out.
+    let job = row().at(2, 3).status("failed", "failed");
+    let mut job_row = job.clone();
+    job_row.fanout_seq = Some(1);
+    job_row.children_expected = Some(5);
+    job_row.phase = "merge".into();
+    let run = Db::with(&[&job_row]).run_rerun(job.id, None);
+    let j = run.job(job.id);
+    assert_eq!((j.status.as_str(), j.phase.as_str()), ("pending", "merge"));
+    assert!(run.walks.is_empty());
+}

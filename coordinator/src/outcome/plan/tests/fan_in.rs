@@ -22,6 +22,7 @@ fn a_grandparent_outside_the_batch_is_named_then_counted() {
     plan.settle_fan_ins();
     assert_eq!(plan.missing_parents(), vec![grandparent.id]);
     plan.add_late_parents(vec![grandparent.clone()]);
+    plan.settle_fan_ins();
     assert!(plan.missing_parents().is_empty());
     assert_eq!(plan.applied().fan_ins, 1, "the grandparent resumes");
 

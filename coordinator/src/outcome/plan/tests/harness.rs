@@ -249,6 +249,8 @@ pub struct Db {
     pub phase_nonces: HashSet<(Uuid, i32, i32, i64)>,
     pub tree_sizes: HashMap<Uuid, i64>,
     pub limits: Limits,
+    /// Jobs with a retry walk recorded: their fan-in is held.
+    pub retry_walks: HashSet<Uuid>,
 }
 
 impl Db {
@@ -291,6 +293,23 @@ impl Db {
             plan.control(id, action, "cancelled by an operator");
             plan.walk(id, action, "cancelled by an operator");
         }
+        self.settle(plan, NewChildren::default(), HashSet::new())
+    }
+
+    /// A retry walk's step on `ids`, as the sweeper runs it.
+    pub fn run_retry_walk(&self, ids: &[Uuid]) -> Run {
+        let mut plan = self.plan(ids);
+        for &id in ids {
+            plan.control(id, Action::Retry, "");
+        }
+        self.settle(plan, NewChildren::default(), HashSet::new())
+    }
+
+    /// The end of `id`'s retry walk, as the sweeper runs it.
+    pub fn run_retry_walked(&mut self, id: Uuid) -> Run {
+        self.retry_walks.remove(&id);
+        let mut plan = self.plan(&[id]);
+        plan.recheck_fan_in(id);
         self.settle(plan, NewChildren::default(), HashSet::new())
     }
 
@@ -338,8 +357,17 @@ impl Db {
         children: NewChildren,
         new_batches: HashSet<(Uuid, i32, i32)>,
     ) -> Run {
-        plan.settle_fan_ins();
         loop {
+            let due = plan.fan_ins_due();
+            if !due.is_empty() {
+                let held = due
+                    .iter()
+                    .filter(|id| self.retry_walks.contains(id))
+                    .copied()
+                    .collect();
+                plan.hold_fan_ins(&due, held);
+            }
+            plan.settle_fan_ins();
             let missing = plan.missing_parents();
             if missing.is_empty() {
                 break;
@@ -347,7 +375,7 @@ impl Db {
             plan.add_late_parents(self.lock(&missing));
         }
         let applied = plan.applied();
-        let stops = plan.stops().to_vec();
+        let stops = plan.stops();
         let w = plan.into_writes();
         let jobs = (0..w.jobs.id.len())
             .map(|i| (w.jobs.id[i], written(&w.jobs, i)))
@@ -401,5 +429,11 @@ impl Db {
             ] = w.counts;
         }
         self.batches.extend(run.batches.iter().copied());
+        self.retry_walks.extend(
+            run.walks
+                .iter()
+                .filter(|w| w.1 == Action::Retry)
+                .map(|w| w.0),
+        );
     }
 }
