@@ -26,14 +26,16 @@ use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tributary_common::status::JobStatus;
 use uuid::Uuid;
 
 use crate::dispatch::sleep_or_cancel;
+use crate::event_data::{CountsData, JobEventData, SnapshotData, TreeStatusCounts, to_value};
 use crate::store::{self, EVENTS_CHANNEL, StoreError, StoredEvent};
 
 /// Events a feed keeps in memory for its streams.
@@ -264,7 +266,7 @@ impl Hub {
         tx: &mpsc::Sender<Event>,
     ) -> Result<(), StoreError> {
         let (feed, mut changed) = self.subscribe(root, pos);
-        let mut counts: Option<Value> = None;
+        let mut counts: Option<TreeStatusCounts> = None;
         let mut counts_sent = Instant::now() - THROTTLE;
         loop {
             let cached = lock(&feed.ring).after(pos);
@@ -280,7 +282,12 @@ impl Hub {
                 pos = e.id;
                 if e.kind == "counts" {
                     // Absolute counts: only the latest matters.
-                    counts = Some(e.payload.clone());
+                    match serde_json::from_value(e.payload.clone()) {
+                        Ok(c) => counts = Some(c),
+                        Err(err) => {
+                            tracing::warn!(%root, id = e.id, "unreadable counts event: {err}")
+                        }
+                    }
                     continue;
                 }
                 if tx
@@ -298,7 +305,10 @@ impl Hub {
             if counts.is_some() && Instant::now() >= due {
                 if let Some(c) = counts.take() {
                     // Labelled with the position reached: the counts as of then.
-                    let data = json!({ "root_id": root, "counts": c });
+                    let data = to_value(&CountsData {
+                        root_id: root,
+                        counts: c,
+                    });
                     if tx.send(sse(pos, "counts", &data)).await.is_err() {
                         return Ok(());
                     }
@@ -324,32 +334,43 @@ fn sse(id: i64, kind: &str, data: &Value) -> Event {
 }
 
 fn event_json(root: Uuid, e: &StoredEvent) -> Value {
-    json!({
-        "root_id": root,
-        "job_id": e.job_id,
-        "at_ms": e.at_ms,
-        "data": e.payload,
+    to_value(&JobEventData {
+        root_id: root,
+        job_id: e.job_id.unwrap_or(root),
+        at_ms: e.at_ms,
+        data: &e.payload,
     })
 }
 
 /// Where the job and its tree stand now.
 async fn snapshot(pool: &PgPool, root: Uuid, job: Uuid, reset: bool) -> Result<Value, StoreError> {
-    let counts = store::tree(pool, root)
+    let c = store::tree(pool, root)
         .await?
         .map(|v| v.counts)
         .unwrap_or_default();
-    let mut by_status = serde_json::Map::new();
-    for (status, n) in counts.iter() {
-        by_status.insert(status.as_str().to_owned(), json!(n));
-    }
-    let j = store::job_brief(pool, job).await?;
-    Ok(json!({
-        "root_id": root,
-        "job": j,
-        "counts": by_status,
-        // True when the position asked for could not be resumed from (older
-        // than the log keeps, or beyond this tree's latest event).
-        "reset": reset,
+    let counts = TreeStatusCounts {
+        pending: c.get(JobStatus::Pending),
+        running: c.get(JobStatus::Running),
+        waiting: c.get(JobStatus::Waiting),
+        paused: c.get(JobStatus::Paused),
+        completed: c.get(JobStatus::Completed),
+        failed: c.get(JobStatus::Failed),
+        cancelled: c.get(JobStatus::Cancelled),
+    };
+    let job = store::job_brief(pool, job)
+        .await?
+        .and_then(|j| match serde_json::from_value(j) {
+            Ok(j) => Some(j),
+            Err(err) => {
+                tracing::warn!(%job, "unreadable job brief: {err}");
+                None
+            }
+        });
+    Ok(to_value(&SnapshotData {
+        root_id: root,
+        job,
+        counts,
+        reset,
     }))
 }
 

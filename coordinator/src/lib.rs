@@ -32,6 +32,7 @@ pub mod api;
 pub mod auth;
 pub mod control;
 pub mod dispatch;
+pub mod event_data;
 pub mod events;
 pub mod lease;
 pub mod metrics;

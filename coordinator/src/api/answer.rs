@@ -69,9 +69,11 @@ impl ToSchema for StatusCounts {}
 
 /// One Server-Sent Event of `GET /v1/jobs/{id}/events` (OpenAPI 3.1
 /// describes a stream by its events): `event` names it, `id` is its
-/// position (resume with `Last-Event-ID`), `data` one JSON object:
-/// `snapshot` `{root_id, job, counts, reset}`, `counts` `{root_id,
-/// counts}`, `status`/`progress`/`log` `{root_id, job_id, at_ms, data}`.
+/// position (resume with `Last-Event-ID`), `data` one JSON object, whose
+/// schema the event names (components of this document): `snapshot` a
+/// `SnapshotData`, `counts` a `CountsData`, `status`, `progress` and `log`
+/// a `JobEventData` of a `StatusChange`, a `ProgressChange` or a
+/// `LogLine`.
 pub struct StreamEvent;
 
 impl PartialSchema for StreamEvent {
@@ -90,7 +92,7 @@ impl PartialSchema for StreamEvent {
                 "data",
                 string()
                     .content_media_type("application/json")
-                    .description(Some("The event's JSON object.")),
+                    .description(Some("The event's JSON object: for `snapshot` a SnapshotData, `counts` a CountsData, `status` a JobEventData_StatusChange, `progress` a JobEventData_ProgressChange, `log` a JobEventData_LogLine (see components.schemas).")),
             )
             .required("data")
             .into()

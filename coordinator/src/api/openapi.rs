@@ -60,7 +60,16 @@ use crate::auth::OPEN_PATHS;
         super::readyz,
         document,
     ),
-    components(schemas(ErrorBody, super::list::TimeOrMillis, super::ChildrenFormat)),
+    components(schemas(
+        ErrorBody,
+        super::list::TimeOrMillis,
+        super::ChildrenFormat,
+        crate::event_data::SnapshotData,
+        crate::event_data::CountsData,
+        crate::event_data::JobEventData<crate::event_data::StatusChange>,
+        crate::event_data::JobEventData<crate::event_data::ProgressChange>,
+        crate::event_data::JobEventData<crate::event_data::LogLine>,
+    )),
     modifiers(&Layers),
     tags(
         (name = "jobs", description = "Submit, find and read jobs"),
@@ -342,5 +351,38 @@ mod tests {
             .expect("the body");
         let doc: Value = serde_json::from_slice(&body).expect("JSON");
         assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    }
+
+    #[test]
+    fn every_event_names_a_typed_schema_for_its_data() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        let described = schemas["StreamEvent"].to_string();
+        for name in [
+            "SnapshotData",
+            "CountsData",
+            "JobEventData_StatusChange",
+            "JobEventData_ProgressChange",
+            "JobEventData_LogLine",
+        ] {
+            assert!(
+                schemas[name]["properties"].is_object(),
+                "{name}: {}",
+                schemas[name]
+            );
+            assert!(described.contains(name), "StreamEvent does not name {name}");
+        }
+        let status = &schemas["JobEventData_StatusChange"]["properties"]["data"]["properties"];
+        for field in [
+            "status",
+            "phase",
+            "phase_seq",
+            "attempt",
+            "phase_status",
+            "error",
+            "warning",
+        ] {
+            assert!(status[field].is_object(), "StatusChange.{field}");
+        }
     }
 }

@@ -63,7 +63,9 @@ impl Stream {
                 }
                 let Some(id) = id else { continue };
                 let data = serde_json::from_str(&data).expect("event data is JSON");
-                return Some(Sse { id, event, data });
+                let e = Sse { id, event, data };
+                documented(&e);
+                return Some(e);
             }
             let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())
                 .await
@@ -87,6 +89,28 @@ impl Stream {
                 return seen;
             }
         }
+    }
+}
+
+/// Panics unless `e`'s data is exactly the type the OpenAPI document
+/// names for its event (no field unknown, none missing).
+fn documented(e: &Sse) {
+    use serde_json::from_value as read;
+    use tributary_coordinator::event_data::*;
+    let data = e.data.clone();
+    let r = match e.event.as_str() {
+        "snapshot" => read::<SnapshotData>(data).map(drop),
+        "counts" => read::<CountsData>(data).map(drop),
+        "status" => read::<JobEventData<StatusChange>>(data).map(drop),
+        "progress" => read::<JobEventData<ProgressChange>>(data).map(drop),
+        "log" => read::<JobEventData<LogLine>>(data).map(drop),
+        other => panic!("an event the document does not name: {other}"),
+    };
+    if let Err(err) = r {
+        panic!(
+            "a {} event does not match its type: {err}: {}",
+            e.event, e.data
+        );
     }
 }
 

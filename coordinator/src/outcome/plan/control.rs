@@ -75,10 +75,12 @@ impl Plan {
         if job.status.is_terminal() {
             return;
         }
+        // A phase that never ran stays on the job row as `skipped` (like
+        // a completed last phase, it needs no history row: a cancel walk
+        // writes one row per job, not two); an abandoned execution did run
+        // and goes into the history with the reason.
         let (phase_event, recorded) = match job.phase_status {
-            PhaseStatus::NotStarted | PhaseStatus::Paused => {
-                (Some(PhaseEvent::Skip), Some(PhaseStatus::Skipped))
-            }
+            PhaseStatus::NotStarted | PhaseStatus::Paused => (Some(PhaseEvent::Skip), None),
             PhaseStatus::Running => (Some(PhaseEvent::Abandon), Some(PhaseStatus::Failed)),
             _ => (None, None),
         };

@@ -6,7 +6,7 @@ use tributary_common::status::{JobStatus, PhaseStatus, TreeCounts};
 use uuid::Uuid;
 
 use super::Plan;
-use serde_json::json;
+use crate::event_data::{LogLine, ProgressChange, StatusChange, to_value};
 
 use crate::store::{Action, EventKind, JobWrites, LockedJob, NewEvents, PhaseRows};
 
@@ -213,7 +213,10 @@ impl Plan {
                     job.row.root_id,
                     *job_id,
                     EventKind::Log,
-                    json!({ "level": level, "message": message }),
+                    to_value(&LogLine {
+                        level: level.clone(),
+                        message: message.clone(),
+                    }),
                 );
             }
         }
@@ -233,14 +236,14 @@ impl Plan {
                     job.row.root_id,
                     job.row.id,
                     EventKind::Status,
-                    json!({
-                        "status": job.status.as_str(),
-                        "phase": job.row.phase,
-                        "phase_seq": job.row.phase_seq,
-                        "attempt": job.row.attempt,
-                        "phase_status": job.phase_status.as_str(),
-                        "error": job.error,
-                        "warning": job.warning,
+                    to_value(&StatusChange {
+                        status: job.status.as_str().to_owned(),
+                        phase: job.row.phase.clone(),
+                        phase_seq: job.row.phase_seq,
+                        attempt: job.row.attempt,
+                        phase_status: job.phase_status.as_str().to_owned(),
+                        error: job.error.clone(),
+                        warning: job.warning.clone(),
                     }),
                 );
             }
@@ -251,7 +254,11 @@ impl Plan {
                     job.row.root_id,
                     job.row.id,
                     EventKind::Progress,
-                    json!({ "done": done, "total": total, "message": message }),
+                    to_value(&ProgressChange {
+                        done: *done,
+                        total: *total,
+                        message: message.clone(),
+                    }),
                 );
             }
             w.id.push(job.row.id);

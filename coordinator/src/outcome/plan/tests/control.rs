@@ -445,3 +445,11 @@ fn a_job_that_failed_in_a_phase_reruns_that_phase_even_after_a_fan_out() {
     assert_eq!((j.status.as_str(), j.phase.as_str()), ("pending", "merge"));
     assert!(run.walks.is_empty());
 }
+
+#[test]
+fn a_cancelled_phase_that_never_ran_writes_no_history_row() {
+    let queued = row().status("pending", "not_started");
+    let run = Db::with(&[&queued]).run_control(&[queued.id], Action::Cancel);
+    assert_eq!(run.job(queued.id).phase_status, "skipped");
+    assert!(run.phases.is_empty(), "the job row says it all");
+}
