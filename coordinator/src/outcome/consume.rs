@@ -19,7 +19,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use tokio_util::sync::CancellationToken;
 use tributary_common::broker;
@@ -35,6 +37,58 @@ pub const MAX_REFRESHES: i64 = 3;
 /// Reports held unacked until the first batch after (re)connecting has
 /// committed.
 const STARTUP_PREFETCH: u16 = 32;
+
+/// Where the reports consumer stands after (re)connecting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Warmup {
+    /// Holding at most [`STARTUP_PREFETCH`] reports: no batch has
+    /// committed yet.
+    Cold,
+    /// A batch committed; the cold consumer is cancelled, and what it
+    /// still holds is applied before the warm one starts.
+    Draining,
+    /// Consuming with the full prefetch.
+    Warm,
+}
+
+impl Warmup {
+    /// The consumer after the current one ended: the warm one if the cold
+    /// one was cancelled and drained; otherwise the broker cancelled it.
+    async fn next(
+        &mut self,
+        channel: &lapin::Channel,
+        queue: &str,
+        prefetch: u16,
+    ) -> Result<lapin::Consumer, broker::BrokerError> {
+        if *self != Self::Draining {
+            return Err(broker::BrokerError::Cancelled);
+        }
+        let consumer = consume(channel, queue, prefetch).await?;
+        *self = Self::Warm;
+        tracing::debug!(prefetch, "report consumer warmed up");
+        Ok(consumer)
+    }
+}
+
+/// Starts a consumer of `queue` holding at most `prefetch` unacked
+/// reports.
+async fn consume(
+    channel: &lapin::Channel,
+    queue: &str,
+    prefetch: u16,
+) -> Result<lapin::Consumer, broker::BrokerError> {
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    Ok(channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?)
+}
 
 /// The header counting a report's refreshes.
 const REFRESHED: &str = "x-tributary-refreshed";
@@ -136,33 +190,33 @@ impl Applier {
         // report it holds, and each return counts towards the delivery
         // limit: hold few until a batch has committed, then the full
         // prefetch.
+        //
+        // RabbitMQ applies a consumer's prefetch when the consumer is
+        // created, never to a running one: the warm consumer is a new one,
+        // started once the cold one is cancelled and drained (so every
+        // delivery tag of the cold one is acked before the warm one takes
+        // any, and acking `multiple` never covers an unapplied report).
         let prefetch = u16::try_from(self.config.max_batch * 2).unwrap_or(u16::MAX);
-        channel
-            .basic_qos(prefetch.min(STARTUP_PREFETCH), BasicQosOptions::default())
-            .await?;
-        let mut warmed_up = false;
-        let mut consumer = channel
-            .basic_consume(
-                topology.reports_queue().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        tracing::info!(queue = %topology.reports_queue(), "applying outcomes");
+        let mut warm = Warmup::Cold;
+        let mut consumer = consume(&channel, &queue, prefetch.min(STARTUP_PREFETCH)).await?;
+        tracing::info!(queue = %queue, "applying outcomes");
         loop {
             let first = tokio::select! {
                 _ = cancel.cancelled() => break,
                 d = consumer.next() => d,
             };
             let Some(first) = first else {
-                return Err(broker::BrokerError::Cancelled);
+                consumer = warm.next(&channel, &queue, prefetch).await?;
+                continue;
             };
             let mut items = Vec::new();
             let mut owners = Vec::new();
             let mut good = Vec::new();
             self.take(first?, &mut items, &mut owners, &mut good, &republish)
                 .await?;
+            // The consumer ended (the cold one, drained): the batch is
+            // applied, then the warm one starts.
+            let mut ended = false;
             let deadline = tokio::time::sleep(self.config.linger);
             tokio::pin!(deadline);
             // A batch ends at max_batch deliveries or max_items items: small
@@ -172,11 +226,17 @@ impl Applier {
                     _ = &mut deadline => break,
                     d = consumer.next() => match d {
                         Some(d) => self.take(d?, &mut items, &mut owners, &mut good, &republish).await?,
-                        None => break,
+                        None => {
+                            ended = true;
+                            break;
+                        }
                     },
                 }
             }
             if items.is_empty() {
+                if ended {
+                    consumer = warm.next(&channel, &queue, prefetch).await?;
+                }
                 continue;
             }
             // Keep the deliveries (unacked) and retry until the database
@@ -199,11 +259,11 @@ impl Applier {
                     }
                 }
             };
-            if !warmed_up {
+            if warm == Warmup::Cold {
                 channel
-                    .basic_qos(prefetch, BasicQosOptions::default())
+                    .basic_cancel(consumer.tag(), BasicCancelOptions::default())
                     .await?;
-                warmed_up = true;
+                warm = Warmup::Draining;
             }
             let bad: HashSet<usize> = poisoned.iter().map(|&i| owners[i]).collect();
             if bad.is_empty() {
@@ -222,6 +282,9 @@ impl Applier {
                         broker::settle(delivery.ack(BasicAckOptions::default())).await?;
                     }
                 }
+            }
+            if ended {
+                consumer = warm.next(&channel, &queue, prefetch).await?;
             }
         }
         Ok(())
