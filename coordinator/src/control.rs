@@ -74,7 +74,16 @@ impl Sweeper {
             match session.claim(&self.pool).await {
                 Ok(Some(control)) => {
                     let started = Instant::now();
-                    let walked = self.walk(&control, &cancel).await;
+                    let walked = match store::superseded(&self.pool, &control).await {
+                        Ok(true) => {
+                            tracing::debug!(job = %control.job_id, action = control.action.as_str(), "walk superseded by a newer one");
+                            store::finish_control(&self.pool, control.id)
+                                .await
+                                .map(|()| 0)
+                        }
+                        Ok(false) => self.walk(&control, &cancel).await,
+                        Err(e) => Err(e),
+                    };
                     match &walked {
                         Ok(moved) => tracing::info!(
                             job = %control.job_id,

@@ -141,7 +141,8 @@ pub(super) async fn pause(
 /// Release exactly what a pause held (idempotent).
 ///
 /// The job moves at once; its descendants follow through a sweeper. The
-/// body is optional.
+/// body is optional. A paused job whose parent is paused too is refused
+/// (`409`): resume the parent.
 #[utoipa::path(
     post,
     path = "/v1/jobs/{id}/resume",
@@ -152,6 +153,7 @@ pub(super) async fn pause(
         (status = 202, description = "Accepted: the job's status after the action", body = Steered),
         (status = 400, description = "Not a job id, or malformed JSON", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "Its parent is paused: resume the parent", body = ErrorBody),
         (status = 415, description = "A body that is not application/json", body = ErrorBody),
         (status = 422, description = "A body of the wrong shape", body = ErrorBody),
         (status = 500, description = "Internal error", body = ErrorBody),
@@ -179,7 +181,9 @@ async fn steer(
     let before = store::job_status(&state.pool, id)
         .await?
         .ok_or_else(|| no_job(id))?;
-    state.applier.control(&[id], action, reason, true).await?;
+    if let Err(why) = state.applier.steer(id, action, reason).await? {
+        return Err(bad(StatusCode::CONFLICT, why));
+    }
     answer(&state, id, action.as_str(), before).await
 }
 

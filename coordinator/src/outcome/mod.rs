@@ -169,6 +169,26 @@ impl Applier {
         .map(|d| d.applied)
     }
 
+    /// An operator's `action` on the job `id` and, through the sweeper, its
+    /// subtree. `Ok(Err(reason))` when it may not be done (a resume under a
+    /// paused parent).
+    pub async fn steer(
+        &self,
+        id: Uuid,
+        action: Action,
+        reason: &str,
+    ) -> Result<Result<(), String>, StoreError> {
+        let done = self
+            .run_work(Work::Control {
+                ids: &[id],
+                action,
+                reason,
+                walk: true,
+            })
+            .await?;
+        Ok(done.refusal.map_or(Ok(()), Err))
+    }
+
     /// Runs the failed or cancelled job `id` again from `phase` (default:
     /// the phase it ended in). `Ok(Err(reason))` when the job may not be
     /// retried.
@@ -264,8 +284,13 @@ impl Applier {
                 ..
             } => {
                 for &id in &ids {
+                    if walk && let Some(why) = plan.steer_refusal(id, action) {
+                        refusal = Some(why);
+                        continue;
+                    }
+                    let needs_walk = plan.needs_walk(id, action);
                     plan.control(id, action, reason);
-                    if walk {
+                    if walk && needs_walk {
                         plan.walk(id, action, reason);
                     }
                 }

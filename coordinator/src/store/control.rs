@@ -109,11 +109,22 @@ impl WalkClaims {
         Ok(Self { conn })
     }
 
-    /// Claims the oldest walk no live sweeper holds.
+    /// Claims the oldest walk no live sweeper holds and no older walk of
+    /// the same tree comes before: one tree's walks run one at a time, in
+    /// the order they were recorded (a pause walked after the resume that
+    /// followed it would leave the tree paused), whichever coordinators
+    /// run them.
     pub async fn claim(&mut self, pool: &PgPool) -> Result<Option<SubtreeControl>> {
         trip();
         let rows = sqlx::query_as::<_, (i64, Uuid, String, String)>(
-            "select id, job_id, action, reason from controls order by id limit 64",
+            "select c.id, c.job_id, c.action, c.reason
+             from controls c
+             left join jobs j on j.id = c.job_id
+             where not exists (select 1 from controls o
+                               join jobs oj on oj.id = o.job_id
+                               where oj.root_id = j.root_id and o.id < c.id)
+             order by c.id
+             limit 64",
         )
         .fetch_all(pool)
         .await?;
@@ -171,6 +182,24 @@ pub async fn finish_control(pool: &PgPool, id: i64) -> Result<()> {
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// Whether a newer walk of the same job was recorded after `control`: a
+/// pause or resume followed by another action on its job need not be
+/// walked (the newer walk, which comes after it, leaves every descendant
+/// where the last action says).
+pub async fn superseded(pool: &PgPool, control: &SubtreeControl) -> Result<bool> {
+    if !matches!(control.action, Action::Pause | Action::Resume) {
+        return Ok(false);
+    }
+    trip();
+    Ok(
+        sqlx::query_scalar("select exists (select 1 from controls where job_id = $1 and id > $2)")
+            .bind(control.job_id)
+            .bind(control.id)
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// Deletes a finished walk in the applier's transaction (a retry walk's

@@ -391,6 +391,80 @@ async fn retrying_a_stop_all_failure_reruns_only_the_failed_and_cancelled_childr
     c.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_burst_of_racing_pauses_and_resumes_ends_resumed_and_exact() {
+    let c = TestCluster::start().await;
+    let n = 3000u64;
+    let root = c
+        .submit("bench.fanout", json!({ "n": n, "sleep_ms": 30 }))
+        .await;
+    wait_completed_children(&c, root, 100).await;
+    // 200 calls from 16 tasks at once, then one last resume.
+    let calls = futures_util::future::join_all((0..16).map(|t| {
+        let c = &c;
+        async move {
+            for i in 0..13 {
+                let action = if (t + i) % 2 == 0 { "pause" } else { "resume" };
+                let (status, a) = c.post(&format!("/v1/jobs/{root}/{action}"), None).await;
+                assert_eq!(status, 202, "{action}: {a}");
+            }
+        }
+    }));
+    calls.await;
+    let (status, a) = c.post(&format!("/v1/jobs/{root}/resume"), None).await;
+    assert_eq!(status, 202, "{a}");
+    // The superseded walks are dropped, not walked one by one.
+    c.eventually("every walk done", Duration::from_secs(60), || async {
+        (c.job(root).await["control_pending"] == json!([])).then_some(())
+    })
+    .await;
+    let job = c
+        .wait_for(root, "completed", Duration::from_secs(120))
+        .await;
+    assert_eq!(job["output"]["sum"], json!((0..n).sum::<u64>()), "{job}");
+    c.assert_tree_exact(root).await;
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_child_under_a_paused_parent_is_not_resumed_alone() {
+    let c = TestCluster::start().await;
+    let root = c
+        .submit("bench.fanout", json!({ "n": 200, "sleep_ms": 300 }))
+        .await;
+    wait_completed_children(&c, root, 10).await;
+    let (status, _) = c.post(&format!("/v1/jobs/{root}/pause"), None).await;
+    assert_eq!(status, 202);
+    c.eventually(
+        "the walk paused the children",
+        Duration::from_secs(30),
+        || async { (c.job(root).await["control_pending"] == json!([])).then_some(()) },
+    )
+    .await;
+    let child: Uuid = sqlx::query_scalar(
+        "select id from jobs where parent_id = $1 and status = 'paused' limit 1",
+    )
+    .bind(root)
+    .fetch_one(&c.pool)
+    .await
+    .expect("a paused child");
+    let (status, answer) = c.post(&format!("/v1/jobs/{child}/resume"), None).await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("resume the parent"),
+        "{answer}"
+    );
+    assert_eq!(c.job(child).await["status"], "paused");
+    let (status, _) = c.post(&format!("/v1/jobs/{root}/resume"), None).await;
+    assert_eq!(status, 202);
+    c.wait_for(root, "completed", Duration::from_secs(60)).await;
+    c.assert_tree_exact(root).await;
+    c.shutdown().await;
+}
+
 async fn children_of(c: &TestCluster, root: Uuid) -> i64 {
     sqlx::query_scalar("select count(*) from jobs where parent_id = $1")
         .bind(root)

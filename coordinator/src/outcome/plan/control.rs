@@ -24,6 +24,37 @@ impl Plan {
         }
     }
 
+    /// Why an operator may not apply `action` to `id` itself: a resume of
+    /// a job whose parent is paused would run it while its tree is held.
+    pub(in crate::outcome) fn steer_refusal(&self, id: Uuid, action: Action) -> Option<String> {
+        let job = self.jobs.get(&id)?;
+        let parent_id = job.row.parent_id?;
+        let parent = self.jobs.get(&parent_id)?;
+        (action == Action::Resume
+            && job.status == JobStatus::Paused
+            && parent.status == JobStatus::Paused)
+            .then(|| {
+                format!("its parent {parent_id} is paused: resume the parent (or the root) instead")
+            })
+    }
+
+    /// Whether an operator's `action` on `id` needs a walk of its
+    /// descendants: not when the job already stands where the action
+    /// leads (its own walk was recorded when it got there), so repeating
+    /// an action costs nothing. A cancel of a job that ended otherwise
+    /// still walks: children it did not wait for may be open.
+    pub(in crate::outcome) fn needs_walk(&self, id: Uuid, action: Action) -> bool {
+        let Some(job) = self.jobs.get(&id) else {
+            return false;
+        };
+        match action {
+            Action::Cancel => job.status != JobStatus::Cancelled,
+            Action::Pause => !job.status.is_terminal() && job.status != JobStatus::Paused,
+            Action::Resume => job.status == JobStatus::Paused,
+            Action::Retry => false,
+        }
+    }
+
     /// A retry walk's step: runs a failed or cancelled child of a reopened
     /// job again, if it belongs to the fan-out the job waits on (a child of
     /// an earlier fan-out would count nowhere) and the job still waits.
@@ -195,6 +226,16 @@ impl Plan {
             self.walks.push((id, Action::Retry, String::new()));
         } else {
             let phase = phase.map_or_else(|| job.row.phase.clone(), str::to_owned);
+            // A phase cancelled before it ran was left on the row only;
+            // the new phase takes the row, so the skipped one goes into
+            // the history first.
+            if job.phase_status == PhaseStatus::Skipped {
+                self.record_phase(
+                    id,
+                    PhaseStatus::Skipped,
+                    Some("cancelled before it ran".to_owned()),
+                );
+            }
             if !self.step(id, JobEvent::Rerun, None) {
                 return Err(format!("job {id} cannot be retried now"));
             }

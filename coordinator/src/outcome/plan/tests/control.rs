@@ -453,3 +453,49 @@ fn a_cancelled_phase_that_never_ran_writes_no_history_row() {
     assert_eq!(run.job(queued.id).phase_status, "skipped");
     assert!(run.phases.is_empty(), "the job row says it all");
 }
+
+#[test]
+fn a_rerun_keeps_the_skipped_phase_in_the_history() {
+    let cancelled = row().status("cancelled", "skipped");
+    let run = Db::with(&[&cancelled]).run_rerun(cancelled.id, None);
+    assert_eq!(
+        run.phases,
+        vec![(
+            cancelled.id,
+            1,
+            1,
+            "skipped".into(),
+            Some("cancelled before it ran".into())
+        )]
+    );
+    assert_eq!(run.job(cancelled.id).phase_seq, 2);
+}
+
+#[test]
+fn repeating_an_action_records_no_second_walk() {
+    let job = row();
+    let mut db = Db::with(&[&job]);
+    let run = db.run_control(&[job.id], Action::Pause);
+    assert_eq!(run.walks.len(), 1);
+    db.commit(&run);
+    let plan_again = db.run_control(&[job.id], Action::Pause);
+    assert!(plan_again.jobs.is_empty(), "nothing moved");
+    assert!(plan_again.walks.is_empty(), "and nothing is walked again");
+}
+
+#[test]
+fn a_job_under_a_paused_parent_cannot_be_resumed_alone() {
+    let parent = row().waiting(1, 1, 0, 0).status("paused", "completed");
+    let child = row().child_of(&parent, 1).status("paused", "paused");
+    let db = Db::with(&[&parent, &child]);
+    let run = db.run_steer(child.id, Action::Resume);
+    assert!(
+        run.refusal
+            .as_deref()
+            .unwrap_or_default()
+            .contains("resume the parent"),
+        "{:?}",
+        run.refusal
+    );
+    assert!(run.jobs.is_empty());
+}

@@ -286,14 +286,29 @@ impl Db {
     }
 
     /// Applies an operator's `action` to `ids`, recording walks of their
-    /// descendants, as the API does.
+    /// descendants where they are needed, as the API does.
     pub fn run_control(&self, ids: &[Uuid], action: Action) -> Run {
         let mut plan = self.plan(ids);
         for &id in ids {
+            let needs_walk = plan.needs_walk(id, action);
             plan.control(id, action, "cancelled by an operator");
-            plan.walk(id, action, "cancelled by an operator");
+            if needs_walk {
+                plan.walk(id, action, "cancelled by an operator");
+            }
         }
         self.settle(plan, NewChildren::default(), HashSet::new())
+    }
+
+    /// An operator's `action` on one job, refused as the API refuses it.
+    pub fn run_steer(&self, id: Uuid, action: Action) -> Run {
+        let mut plan = self.plan(&[id]);
+        let refusal = plan.steer_refusal(id, action);
+        if refusal.is_none() {
+            plan.control(id, action, "cancelled by an operator");
+        }
+        let mut run = self.settle(plan, NewChildren::default(), HashSet::new());
+        run.refusal = refusal;
+        run
     }
 
     /// A retry walk's step on `ids`, as the sweeper runs it.
