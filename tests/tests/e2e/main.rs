@@ -19,5 +19,6 @@ mod poison;
 mod restarts;
 mod scenarios;
 mod tls;
+mod ui;
 mod waiting;
 mod watch;
