@@ -33,6 +33,8 @@ function h(tag, attrs, ...children) {
     if (v === null || v === undefined || v === false) continue;
     if (k === 'class') el.className = v;
     else if (k === 'text') el.textContent = v;
+    // Through the CSSOM: the page's CSP refuses style attributes.
+    else if (k === 'style') el.style.cssText = v;
     else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
     else if (k === 'dataset') Object.assign(el.dataset, v);
     else el.setAttribute(k, v === true ? '' : String(v));
@@ -527,6 +529,9 @@ function jobPage(id) {
       countsBar(treeCounts, total, { big: true, always: ['completed', 'failed'] }));
     for (const s of STATUSES) summary.dataset[s] = String(treeCounts[s] || 0);
     summary.dataset.total = String(total);
+    // When the first counts showed, for load-time measurements (ms since
+    // the page's navigation began).
+    if (total && !performance.getEntriesByName('tributary:tree').length) performance.mark('tributary:tree');
     parts.push(summary);
     if (job && job.children && job.children.total) {
       const c = job.children;

@@ -211,15 +211,27 @@ impl Browser {
         .await;
     }
 
-    /// The browser console's entries since the last call.
+    /// The browser console's entries since the last call (chromedriver's
+    /// log extension: `/se/log`, or the older `/log`).
     pub async fn console(&self) -> Vec<Value> {
-        match self
-            .command("POST", "/se/log", Some(json!({ "type": "browser" })))
-            .await
-        {
-            Value::Array(entries) => entries,
-            other => panic!("the browser log is not a list: {other}"),
+        for path in ["/se/log", "/log"] {
+            let response = self
+                .http
+                .post(format!("{}{path}", self.session))
+                .json(&json!({ "type": "browser" }))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("WebDriver POST {path}: {e}"));
+            if !response.status().is_success() {
+                continue;
+            }
+            let answer: Value = response.json().await.unwrap_or(Value::Null);
+            match &answer["value"] {
+                Value::Array(entries) => return entries.clone(),
+                other => panic!("the browser log is not a list: {other}"),
+            }
         }
+        panic!("chromedriver gives no browser log (neither /se/log nor /log)");
     }
 
     /// The console's errors (level `SEVERE`) since the last call.

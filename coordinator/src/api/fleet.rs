@@ -118,10 +118,27 @@ pub(crate) async fn fleet(State(state): State<ApiState>) -> Result<Json<Fleet>, 
         .collect();
     let kinds = store::active_kinds(&state.pool).await?;
     let mut queues = Vec::with_capacity(kinds.len());
+    // A broker that did not answer once is not asked again for this answer:
+    // the rest are `unknown` with the same reason, so the route stays
+    // within one probe's time limit.
+    let mut unreachable: Option<QueueState> = None;
     for kind in kinds {
-        let state = state.queues.kind(&kind).await;
-        queues.push(super::answer::Queue { kind, state });
+        let queue_state = match &unreachable {
+            Some(state) => state.clone(),
+            None => state.queues.kind(&kind).await,
+        };
+        if matches!(queue_state, QueueState::Unknown { .. }) {
+            unreachable = Some(queue_state.clone());
+        }
+        queues.push(super::answer::Queue {
+            kind,
+            state: queue_state,
+        });
     }
+    let dead_letters = match unreachable {
+        Some(state) => state,
+        None => state.queues.dead_letters().await,
+    };
     let outbox = store::outbox_backlog(&state.pool).await?;
     let throughput: Vec<FleetMinute> = store::ended_per_minute(&state.pool, THROUGHPUT_MINUTES)
         .await?
@@ -140,7 +157,7 @@ pub(crate) async fn fleet(State(state): State<ApiState>) -> Result<Json<Fleet>, 
             oldest_due_ms: outbox.oldest_due_ms,
             capped: outbox.capped,
         },
-        dead_letters: state.queues.dead_letters().await,
+        dead_letters,
         fenced_reports: store::counter(&state.pool, "fenced_reports").await?,
         throughput,
         now_ms: store::now_ms(&state.pool).await?,

@@ -12,6 +12,7 @@ mod control;
 mod events;
 mod fanout;
 mod faults;
+mod fleet;
 mod kinds;
 mod leases;
 mod list;

@@ -452,3 +452,46 @@ async fn the_page_and_its_assets_are_open_cache_busted_and_compressed() {
         .expect("GET /ui");
     assert_eq!(redirect.status(), 308);
 }
+
+/// Load time of a job page over a tree of 100,000 children (the issue asks
+/// for under a second on this machine). Ignored by default: the tree takes
+/// minutes to build. Run it with
+/// `cargo nextest run --run-ignored only -E 'test(/100k/)'`.
+#[tokio::test]
+#[ignore = "builds a 100k-child tree: minutes"]
+async fn a_100k_child_job_page_loads_within_a_second() {
+    let c = TestCluster::start().await;
+    let id = c
+        .submit("bench.fanout", json!({ "n": 100_000, "batch": 10_000 }))
+        .await;
+    c.eventually(
+        "the fan-out sealed",
+        Duration::from_secs(300),
+        || async {
+            let j = c.job(id).await;
+            (j["children"]["expected"].as_i64() == Some(100_000)).then_some(())
+        },
+    )
+    .await;
+    let b = Browser::start().await;
+    let mut worst: f64 = 0.0;
+    for _ in 0..3 {
+        b.goto("about:blank").await;
+        b.goto(&format!("{}/ui/#/job/{id}", c.url)).await;
+        let ms = b
+            .wait_for(
+                "the tree's counts",
+                LIVE,
+                "const m = performance.getEntriesByName('tributary:tree')[0]; \
+                 return m && document.querySelector('#rate-value') && m.startTime",
+            )
+            .await
+            .as_f64()
+            .expect("a time");
+        eprintln!("job page of a 100k-child tree: tree counts shown after {ms:.0} ms");
+        worst = worst.max(ms);
+    }
+    assert!(worst < 1000.0, "the job page took {worst:.0} ms");
+    assert_no_console_errors(&b, "100k job page").await;
+    b.quit().await;
+}
