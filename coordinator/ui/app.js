@@ -321,20 +321,39 @@ function jobsPage(params) {
   const msg = h('div', { 'aria-live': 'polite' });
   root.replaceChildren(h('h1', {}, 'Jobs'), form, msg, table, pager);
 
+  // Rows are kept by job and updated in place, so a refresh never takes
+  // the keyboard focus (or a click target) away from a row's link.
+  const rowsById = new Map();
   function row(j) {
     const c = j.children || {};
     const total = c.expected || c.total || 0;
     const done = (c.completed || 0) + (c.failed || 0) + (c.cancelled || 0);
     const now = Date.now();
     const finished = j.finished_at ? Date.parse(j.finished_at) : null;
-    return h('tr', { dataset: { job: j.id, status: j.status } },
-      h('td', {}, jobLink(j.id)),
-      h('td', {}, j.kind),
-      h('td', {}, statusBadge(j.status)),
-      h('td', {}, total ? h('div', {}, countsBar(childrenCounts(c), total), h('span', { class: 'muted' }, `${fmtNum(done)} of ${fmtNum(total)}`)) : h('span', { class: 'muted' }, '–')),
-      h('td', { class: 'num' }, fmtMs(now - j.created_ms)),
-      h('td', { class: 'num' }, fmtMs((finished || now) - j.created_ms)),
-      h('td', { class: 'hide-narrow' }, `${j.phase} (${j.phase_status})`));
+    let tr = rowsById.get(j.id);
+    if (!tr) {
+      tr = h('tr', { dataset: { job: j.id } }, h('td', {}, jobLink(j.id)),
+        h('td', {}), h('td', {}), h('td', {}), h('td', { class: 'num' }), h('td', { class: 'num' }), h('td', { class: 'hide-narrow' }));
+      rowsById.set(j.id, tr);
+    }
+    tr.dataset.status = j.status;
+    const cells = tr.children;
+    cells[1].textContent = j.kind;
+    cells[2].replaceChildren(statusBadge(j.status));
+    cells[3].replaceChildren(total ? h('div', {}, countsBar(childrenCounts(c), total), h('span', { class: 'muted' }, `${fmtNum(done)} of ${fmtNum(total)}`)) : h('span', { class: 'muted' }, '–'));
+    cells[4].textContent = fmtMs(now - j.created_ms);
+    cells[5].textContent = fmtMs((finished || now) - j.created_ms);
+    cells[6].textContent = `${j.phase} (${j.phase_status})`;
+    return tr;
+  }
+
+  function showRows(rows) {
+    rows.forEach((tr, i) => {
+      if (body.children[i] !== tr) body.insertBefore(tr, body.children[i] || null);
+    });
+    while (body.children.length > rows.length) body.lastElementChild.remove();
+    const keep = new Set(rows);
+    for (const [id, tr] of rowsById) if (!keep.has(tr)) rowsById.delete(id);
   }
 
   async function load() {
@@ -347,8 +366,7 @@ function jobsPage(params) {
     try {
       const page = await api(`/v1/jobs?${q}`, { signal: ctrl.signal });
       msg.replaceChildren();
-      body.replaceChildren(...page.jobs.map(row));
-      if (!page.jobs.length) body.append(h('tr', {}, h('td', { colspan: 7, class: 'muted' }, 'No jobs match.')));
+      showRows(page.jobs.length ? page.jobs.map(row) : [h('tr', {}, h('td', { colspan: 7, class: 'muted' }, 'No jobs match.'))]);
       const links = [];
       if (cursor) {
         const prev = new URLSearchParams(params);

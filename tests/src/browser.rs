@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 /// The W3C key of an element reference in a WebDriver answer.
-const ELEMENT: &str = "element-6066-11e4-a52f-4a0d2e2dd41a";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// One Chromium session, 1280×800, headless.
 pub struct Browser {
@@ -103,12 +103,17 @@ impl Browser {
             session: format!("{base}/session/{id}"),
             driver,
         };
-        // The window as a whole; the viewport is what the screenshots show.
+        // The viewport (what a screenshot shows) at 1280×800: the window's
+        // size less its frame, whatever the frame is.
+        let frame = browser
+            .eval("return [window.outerWidth - window.innerWidth, window.outerHeight - window.innerHeight]")
+            .await;
+        let (fw, fh) = (frame[0].as_i64().unwrap_or(0), frame[1].as_i64().unwrap_or(0));
         browser
             .command(
                 "POST",
                 "/window/rect",
-                Some(json!({ "width": 1280, "height": 800 })),
+                Some(json!({ "width": 1280 + fw, "height": 800 + fh })),
             )
             .await;
         browser
@@ -193,11 +198,29 @@ impl Browser {
             .to_owned()
     }
 
-    /// Clicks the element `css` selects, as a user would.
+    /// Clicks the element `css` selects, as a user would; an element the
+    /// page replaced between finding and clicking is found again.
     pub async fn click(&self, css: &str) {
-        let el = self.find(css).await;
-        self.command("POST", &format!("/element/{el}/click"), None)
-            .await;
+        for _ in 0..10 {
+            let el = self.find(css).await;
+            let response = self
+                .http
+                .post(format!("{}/element/{el}/click", self.session))
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("WebDriver click {css}: {e}"));
+            if response.status().is_success() {
+                return;
+            }
+            let answer: Value = response.json().await.unwrap_or(Value::Null);
+            assert_eq!(
+                answer["value"]["error"], "stale element reference",
+                "click {css}: {answer}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{css} kept being replaced: cannot click it");
     }
 
     /// Types `text` into the element `css` selects.
