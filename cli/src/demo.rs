@@ -90,7 +90,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 "job {id} ended {}; the dashboard stays up at {}/ui/#/job/{id}: press Ctrl-C to stop the fleet",
                 job["status"], fleet.url
             ),
-            Err(e) => eprintln!("{e:#}; the dashboard stays up at {}/ui/: press Ctrl-C to stop the fleet", fleet.url),
+            Err(e) => eprintln!(
+                "{e:#}; the dashboard stays up at {}/ui/: press Ctrl-C to stop the fleet",
+                fleet.url
+            ),
         }
         tokio::signal::ctrl_c()
             .await

@@ -108,7 +108,10 @@ impl Browser {
         let frame = browser
             .eval("return [window.outerWidth - window.innerWidth, window.outerHeight - window.innerHeight]")
             .await;
-        let (fw, fh) = (frame[0].as_i64().unwrap_or(0), frame[1].as_i64().unwrap_or(0));
+        let (fw, fh) = (
+            frame[0].as_i64().unwrap_or(0),
+            frame[1].as_i64().unwrap_or(0),
+        );
         browser
             .command(
                 "POST",

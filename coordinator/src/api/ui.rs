@@ -115,7 +115,10 @@ static PAGE: LazyLock<(String, String)> = LazyLock::new(|| {
             &format!("{PREFIX}/assets/{}", a.served_name()),
         )
     });
-    let etag = format!("\"{}\"", std::str::from_utf8(&hex(fnv1a(page.as_bytes()))).unwrap_or("0"));
+    let etag = format!(
+        "\"{}\"",
+        std::str::from_utf8(&hex(fnv1a(page.as_bytes()))).unwrap_or("0")
+    );
     (page, etag)
 });
 
@@ -134,12 +137,18 @@ pub fn routes() -> Router<ApiState> {
 
 fn secure(mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     response
 }
 

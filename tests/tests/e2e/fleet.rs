@@ -17,19 +17,23 @@ async fn the_fleet_shows_workers_queues_backlog_and_throughput() {
     // While the leaves run: the workers that run them, by host, and the
     // leaves' queue with its consumers.
     let fleet: Value = c
-        .eventually("workers running leaves", Duration::from_secs(30), || async {
-            let (status, f) = c.get("/v1/fleet").await;
-            assert_eq!(status, 200, "{f}");
-            let runs_leaves = f["workers"].as_array().is_some_and(|ws| {
-                ws.iter().any(|w| {
-                    w["kinds"]
-                        .as_array()
-                        .is_some_and(|k| k.iter().any(|k| k == "bench.leaf"))
-                        && w["running"].as_i64().is_some_and(|r| r > 0)
-                })
-            });
-            runs_leaves.then_some(f)
-        })
+        .eventually(
+            "workers running leaves",
+            Duration::from_secs(30),
+            || async {
+                let (status, f) = c.get("/v1/fleet").await;
+                assert_eq!(status, 200, "{f}");
+                let runs_leaves = f["workers"].as_array().is_some_and(|ws| {
+                    ws.iter().any(|w| {
+                        w["kinds"]
+                            .as_array()
+                            .is_some_and(|k| k.iter().any(|k| k == "bench.leaf"))
+                            && w["running"].as_i64().is_some_and(|r| r > 0)
+                    })
+                });
+                runs_leaves.then_some(f)
+            },
+        )
         .await;
     for w in fleet["workers"].as_array().expect("workers") {
         let id = w["id"].as_str().expect("an id");
@@ -46,7 +50,10 @@ async fn the_fleet_shows_workers_queues_backlog_and_throughput() {
         .iter()
         .map(|w| w["running"].as_i64().unwrap_or(0))
         .sum();
-    assert!(running <= 2 * 16, "more running than the workers' slots: {fleet}");
+    assert!(
+        running <= 2 * 16,
+        "more running than the workers' slots: {fleet}"
+    );
     let leaves = fleet["queues"]
         .as_array()
         .expect("queues")
@@ -69,9 +76,15 @@ async fn the_fleet_shows_workers_queues_backlog_and_throughput() {
     assert_eq!(f["workers"], json!([]), "{f}");
     let minutes = f["throughput"].as_array().expect("throughput");
     assert_eq!(minutes.len(), 15, "{f}");
-    let ended: i64 = minutes.iter().map(|m| m["ended"].as_i64().unwrap_or(0)).sum();
+    let ended: i64 = minutes
+        .iter()
+        .map(|m| m["ended"].as_i64().unwrap_or(0))
+        .sum();
     assert_eq!(ended, n + 1, "every job of the tree ended once: {f}");
-    let times: Vec<i64> = minutes.iter().filter_map(|m| m["minute_ms"].as_i64()).collect();
+    let times: Vec<i64> = minutes
+        .iter()
+        .filter_map(|m| m["minute_ms"].as_i64())
+        .collect();
     assert!(
         times.windows(2).all(|w| w[1] - w[0] == 60_000),
         "minutes in order: {times:?}"

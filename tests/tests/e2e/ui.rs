@@ -96,8 +96,12 @@ async fn a_job_appears_live_and_its_tree_counts_reach_the_end_without_a_reload()
     shot(&b, "jobs.png").await;
 
     b.click(&format!("{row} a")).await;
-    b.wait_for("the job page", LIVE, "return !!document.querySelector('#tree-counts')")
-        .await;
+    b.wait_for(
+        "the job page",
+        LIVE,
+        "return !!document.querySelector('#tree-counts')",
+    )
+    .await;
     // Counted while it runs, from the event stream.
     let total = n + 1;
     b.wait_for(
@@ -128,7 +132,9 @@ async fn a_job_appears_live_and_its_tree_counts_reach_the_end_without_a_reload()
     assert_eq!(status_of(&c, id).await, "completed");
     // The per-phase bars and the rate panel are there too.
     let phases = b
-        .eval("return [...document.querySelectorAll('#tree [data-phase]')].map(e => e.dataset.phase)")
+        .eval(
+            "return [...document.querySelectorAll('#tree [data-phase]')].map(e => e.dataset.phase)",
+        )
         .await;
     assert!(
         phases.as_array().is_some_and(|p| !p.is_empty()),
@@ -175,7 +181,11 @@ async fn pause_resume_and_cancel_from_the_buttons_take_effect() {
         "return document.getElementById('confirm-dialog').open",
     )
     .await;
-    assert_ne!(status_of(&c, id).await, "paused", "paused before confirming");
+    assert_ne!(
+        status_of(&c, id).await,
+        "paused",
+        "paused before confirming"
+    );
     b.click("#confirm-yes").await;
     c.eventually("the job paused", LIVE, || async {
         (status_of(&c, id).await == "paused").then_some(())
@@ -225,7 +235,11 @@ async fn pause_resume_and_cancel_from_the_buttons_take_effect() {
     b.click("#btn-cancel").await;
     b.click("#confirm-no").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_ne!(status_of(&c, id).await, "cancelled", "cancelled without confirmation");
+    assert_ne!(
+        status_of(&c, id).await,
+        "cancelled",
+        "cancelled without confirmation"
+    );
     b.click("#btn-cancel").await;
     b.click("#confirm-yes").await;
     c.eventually("the job cancelled", LIVE, || async {
@@ -270,11 +284,9 @@ async fn a_failed_childs_error_is_shown_and_the_child_has_its_own_url() {
         .await;
     for leaf in [0, 10, 20, 30] {
         assert!(
-            errors
-                .as_array()
-                .is_some_and(|rows| rows.iter().any(|r| r
-                    .as_str()
-                    .is_some_and(|t| t.contains(&format!("leaf {leaf} failed for good"))))),
+            errors.as_array().is_some_and(|rows| rows.iter().any(|r| r
+                .as_str()
+                .is_some_and(|t| t.contains(&format!("leaf {leaf} failed for good"))))),
             "leaf {leaf}'s error is not shown: {errors}"
         );
     }
@@ -362,10 +374,15 @@ async fn the_page_asks_for_a_token_once_and_sends_it() {
     .await;
     // Kept for the session: another page needs no second asking.
     b.goto(&format!("{}/ui/#/job/{id}", c.url)).await;
-    b.wait_for("the job page", LIVE, "return !!document.querySelector('#tree-counts')")
-        .await;
+    b.wait_for(
+        "the job page",
+        LIVE,
+        "return !!document.querySelector('#tree-counts')",
+    )
+    .await;
     assert_eq!(
-        b.eval("return document.getElementById('token-dialog').open").await,
+        b.eval("return document.getElementById('token-dialog').open")
+            .await,
         Value::Bool(false)
     );
     assert_no_console_errors(&b, "pages after the token").await;
@@ -389,9 +406,11 @@ async fn the_page_and_its_assets_are_open_cache_busted_and_compressed() {
     assert_eq!(page.status(), 200, "the page needs no token");
     let h = page.headers().clone();
     assert_eq!(h["cache-control"], "no-cache");
-    assert!(h["content-security-policy"]
-        .to_str()
-        .is_ok_and(|v| v.contains("script-src 'self'")));
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .is_ok_and(|v| v.contains("script-src 'self'"))
+    );
     let etag = h["etag"].clone();
     let html = page.text().await.expect("the page");
     let asset = html
@@ -416,9 +435,11 @@ async fn the_page_and_its_assets_are_open_cache_busted_and_compressed() {
         .expect("GET the asset");
     assert_eq!(gz.status(), 200);
     assert_eq!(gz.headers()["content-encoding"], "gzip");
-    assert!(gz.headers()["cache-control"]
-        .to_str()
-        .is_ok_and(|v| v.contains("immutable")));
+    assert!(
+        gz.headers()["cache-control"]
+            .to_str()
+            .is_ok_and(|v| v.contains("immutable"))
+    );
     let gz_len = gz.bytes().await.expect("body").len();
     let plain = http
         .get(format!("{}{asset}", c.url))
@@ -464,14 +485,10 @@ async fn a_100k_child_job_page_loads_within_a_second() {
     let id = c
         .submit("bench.fanout", json!({ "n": 100_000, "batch": 10_000 }))
         .await;
-    c.eventually(
-        "the fan-out sealed",
-        Duration::from_secs(300),
-        || async {
-            let j = c.job(id).await;
-            (j["children"]["expected"].as_i64() == Some(100_000)).then_some(())
-        },
-    )
+    c.eventually("the fan-out sealed", Duration::from_secs(300), || async {
+        let j = c.job(id).await;
+        (j["children"]["expected"].as_i64() == Some(100_000)).then_some(())
+    })
     .await;
     let b = Browser::start().await;
     let mut worst: f64 = 0.0;
