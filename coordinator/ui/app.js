@@ -46,6 +46,13 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// replaceChildren, leaving out null, undefined and false (the DOM would
+// insert them as the text "null").
+function fill(el, ...kids) {
+  el.replaceChildren(...kids.flat().filter((k) => k !== null && k !== undefined && k !== false));
+  return el;
+}
+
 function fmtNum(n) { return n === null || n === undefined ? '–' : Number(n).toLocaleString('en-US'); }
 
 function fmtMs(ms) {
@@ -88,7 +95,25 @@ function authHeaders(extra) {
 // page once one is given.
 async function api(path, opts) {
   const o = opts || {};
-  const init = { method: o.method || 'GET', headers: authHeaders(), signal: o.signal, cache: 'no-store' };
+  // A request that has not answered in 15 s is given up (the caller's
+  // next read tries again), so one stuck connection never stalls a page.
+  const timeout = new AbortController();
+  const timer = setTimeout(() => timeout.abort(new Error(`${path} did not answer within 15 s`)), 15000);
+  const onAbort = () => timeout.abort(o.signal.reason);
+  if (o.signal) {
+    if (o.signal.aborted) timeout.abort(o.signal.reason);
+    else o.signal.addEventListener('abort', onAbort, { once: true });
+  }
+  try {
+    return await request(path, o, timeout.signal);
+  } finally {
+    clearTimeout(timer);
+    if (o.signal) o.signal.removeEventListener('abort', onAbort);
+  }
+}
+
+async function request(path, o, signal) {
+  const init = { method: o.method || 'GET', headers: authHeaders(), signal, cache: 'no-store' };
   if (o.body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(o.body);
@@ -108,7 +133,7 @@ function quiet(e) { return e && (e.name === 'AbortError' || e.status === 401); }
 
 function showError(where, e) {
   if (quiet(e)) return;
-  where.replaceChildren(h('div', { class: 'notice bad', role: 'alert' }, e.message || String(e)));
+  fill(where, h('div', { class: 'notice bad', role: 'alert' }, e.message || String(e)));
 }
 
 // --------------------------------------------------------------- dialogs
@@ -319,7 +344,7 @@ function jobsPage(params) {
     body));
   const pager = h('div', { class: 'pager' });
   const msg = h('div', { 'aria-live': 'polite' });
-  root.replaceChildren(h('h1', {}, 'Jobs'), form, msg, table, pager);
+  fill(root, h('h1', {}, 'Jobs'), form, msg, table, pager);
 
   // Rows are kept by job and updated in place, so a refresh never takes
   // the keyboard focus (or a click target) away from a row's link.
@@ -382,7 +407,7 @@ function jobsPage(params) {
         next.set('back', (back ? `${back},` : '') + cursor);
         links.push(h('a', { href: `#/jobs?${next}`, id: 'older' }, 'Older →'));
       }
-      pager.replaceChildren(...links);
+      fill(pager, ...links);
       setLive(cursor ? 'page loaded' : `live · updated ${new Date().toLocaleTimeString('en-GB')}`);
     } catch (e) {
       showError(msg, e);
@@ -425,7 +450,7 @@ function jobPage(id) {
   const logBox = h('section', { class: 'panel', id: 'logs', 'aria-labelledby': 'logs-h' }, h('h2', { id: 'logs-h' }, 'Log'));
   const logPre = h('pre', { class: 'logs', tabindex: 0, 'aria-label': 'Log lines' });
   logBox.append(logPre);
-  root.replaceChildren(head, why, note, buttons, h('div', { class: 'grid' }, treeBox, chartBox), failBox,
+  fill(root, head, why, note, buttons, h('div', { class: 'grid' }, treeBox, chartBox), failBox,
     h('div', { class: 'grid' }, phaseBox, logBox), kidsBox);
 
   // -- the job itself
@@ -439,7 +464,7 @@ function jobPage(id) {
       j.parent_id ? h('span', {}, 'parent ', jobLink(j.parent_id), ` · child #${j.child_index}`) : null,
       j.root_id !== j.id ? h('span', {}, 'root ', jobLink(j.root_id)) : null);
     const prog = j.progress ? h('div', { class: 'muted' }, `progress ${fmtNum(j.progress.done)} / ${fmtNum(j.progress.total)}${j.progress.message ? ` · ${j.progress.message}` : ''}`) : null;
-    head.replaceChildren(
+    fill(head, 
       h('h1', {}, `${j.kind} `, h('span', { id: 'job-status' }, statusBadge(j.status))),
       h('div', { class: 'mono muted' }, j.id), meta, prog,
       j.error ? h('div', { class: 'error-text', id: 'job-error' }, `Error: ${j.error}`) : null,
@@ -456,7 +481,7 @@ function jobPage(id) {
       type: 'button', id: `btn-${action}`, class: danger ? 'danger' : '', disabled: !enabled,
       onclick: () => steer(action, label, text, danger),
     }, label);
-    buttons.replaceChildren(
+    fill(buttons, 
       make('pause', 'Pause', ['pending', 'running', 'waiting'].includes(s), 'Pause this job and its whole subtree? Running phases finish; nothing new starts until you resume.'),
       make('resume', 'Resume', s === 'paused' || (job.control_pending || []).includes('pause'), 'Resume this job and release everything the pause held?'),
       make('cancel', 'Cancel', !TERMINAL.has(s), 'Cancel this job and every open job below it? This cannot be undone (retry runs it again).', true),
@@ -468,7 +493,7 @@ function jobPage(id) {
     try {
       const body = action === 'cancel' ? { reason: 'cancelled from the dashboard' } : undefined;
       const r = await api(`/v1/jobs/${id}/${action}`, { method: 'POST', body, signal });
-      note.replaceChildren(h('div', { class: 'notice', id: 'steered' }, `${action}: the job is now ${r.status}.`));
+      fill(note, h('div', { class: 'notice', id: 'steered' }, `${action}: the job is now ${r.status}.`));
       refreshJob();
     } catch (e) {
       showError(note, e);
@@ -483,28 +508,43 @@ function jobPage(id) {
         p.finished_ms ? h('span', { class: 'muted' }, ` · ended ${fmtTime(p.finished_ms)}`) : null,
         p.error ? h('div', { class: 'error-text' }, p.error) : null));
     }
-    phaseBox.replaceChildren(h('h2', { id: 'phases-h' }, 'Phases'), list);
+    fill(phaseBox, h('h2', { id: 'phases-h' }, 'Phases'), list);
   }
 
-  let jobPending = false;
-  async function refreshJob() {
-    if (jobPending) return;
-    jobPending = true;
+  // Reads of the job and of /tree run one at a time, each kind on its own:
+  // an answer never lands after a newer one, and a read asked for while one
+  // is under way runs once it is done (never dropped).
+  function refresher(read) {
+    let running = false;
+    let again = false;
+    let timer = null;
+    async function now() {
+      if (running) { again = true; return; }
+      running = true;
+      try { await read(); } finally {
+        running = false;
+        if (again) { again = false; soon(); }
+      }
+    }
+    // At most one read a second, however many events ask for one.
+    function soon() { if (!timer) timer = later(() => { timer = null; now(); }, 1000); }
+    return { now, soon };
+  }
+
+  const jobReads = refresher(async () => {
     try {
       job = await api(`/v1/jobs/${id}`, { signal });
       renderHead();
       renderKidsHead();
+      renderTree();
       refreshWhy();
       if (job.children.failed > 0) loadFailures();
     } catch (e) {
       showError(note, e);
-    } finally {
-      jobPending = false;
     }
-  }
-  // At most one read a second, however many events ask for it.
-  let jobTimer = null;
-  function soonJob() { if (!jobTimer) jobTimer = later(() => { jobTimer = null; refreshJob(); }, 1000); }
+  });
+  const refreshJob = jobReads.now;
+  const soonJob = jobReads.soon;
 
   // -- why it is still waiting
   let whyTimer = null;
@@ -525,7 +565,7 @@ function jobPage(id) {
         else lines.push(h('div', { class: 'muted' }, `queue ${q.kind}: ${q.state}`));
       }
       if (w.last_error) lines.push(h('div', { class: 'error-text' }, `last error: ${w.last_error}`));
-      why.replaceChildren(...lines);
+      fill(why, ...lines);
       why.hidden = false;
     } catch (e) {
       if (!quiet(e)) why.hidden = true;
@@ -567,10 +607,10 @@ function jobPage(id) {
           countsBar(byStatus, n)));
       }
     }
-    treeBox.replaceChildren(...parts);
+    fill(treeBox, ...parts);
   }
 
-  async function refreshTree() {
+  const treeReads = refresher(async () => {
     try {
       tree = await api(`/v1/jobs/${id}/tree`, { signal });
       treeCounts = tree.counts;
@@ -581,14 +621,14 @@ function jobPage(id) {
     } catch (e) {
       if (!quiet(e)) showError(note, e);
     }
-  }
-  let treeTimer = null;
-  function soonTree() { if (!treeTimer) treeTimer = later(() => { treeTimer = null; refreshTree(); }, 1000); }
+  });
+  const refreshTree = treeReads.now;
+  const soonTree = treeReads.soon;
 
   function renderRate() {
     if (!tree) return;
     const stat = (k, v, idAttr) => h('div', { id: idAttr }, h('div', { class: 'v' }, v), h('div', { class: 'k' }, k));
-    rateText.replaceChildren(
+    fill(rateText, 
       stat('jobs / s', tree.rate_per_s === null ? '–' : tree.rate_per_s.toFixed(1), 'rate-value'),
       stat('remaining', fmtNum(tree.remaining)),
       stat('ETA', tree.eta_ms === null ? (tree.remaining ? 'unknown' : 'done') : fmtMs(tree.eta_ms), 'eta-value'),
@@ -641,7 +681,7 @@ function jobPage(id) {
     const rows = [...failures.values()].slice(-20).map((f) => h('tr', { dataset: { failed: f.id } },
       h('td', {}, jobLink(f.id)), h('td', { class: 'num' }, f.index === undefined || f.index === null ? '' : `#${f.index}`),
       h('td', {}, f.kind || ''), h('td', { class: 'error-text' }, f.error || '(no error text)')));
-    failList.replaceChildren(h('div', { class: 'table-wrap' }, h('table', {},
+    fill(failList, h('div', { class: 'table-wrap' }, h('table', {},
       h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Child'), h('th', { scope: 'col', class: 'num' }, 'Index'), h('th', { scope: 'col' }, 'Kind'), h('th', { scope: 'col' }, 'Error'))),
       h('tbody', { id: 'failures-body' }, rows))),
     job && job.children.failed > failures.size ? h('div', { class: 'muted' }, `${fmtNum(job.children.failed)} failed in all: filter the children below by status to page through them.`) : null);
@@ -677,7 +717,7 @@ function jobPage(id) {
       kidsStatus = e.target.value; kidsCursor = ''; kidsStack.length = 0; loadKids();
     } }, h('option', { value: '' }, 'any status'),
     ['pending', 'running', 'waiting', 'paused', 'completed', 'failed', 'cancelled'].map((s) => h('option', { value: s, selected: s === kidsStatus }, s)));
-    kidsBox.replaceChildren(h('h2', { id: 'kids-h' }, 'Children'),
+    fill(kidsBox, h('h2', { id: 'kids-h' }, 'Children'),
       c.total ? h('div', { class: 'filters' }, toggle, kidsOpen ? sel : null) : h('p', { class: 'muted' }, 'No children in its current fan-out.'),
       kidsBody);
   }
@@ -694,7 +734,7 @@ function jobPage(id) {
       const pager = h('div', { class: 'pager' },
         kidsStack.length ? h('button', { type: 'button', onclick: () => { kidsCursor = kidsStack.pop(); loadKids(); } }, '← Previous 100') : null,
         r.next_cursor ? h('button', { type: 'button', id: 'children-next', onclick: () => { kidsStack.push(kidsCursor); kidsCursor = r.next_cursor; loadKids(); } }, 'Next 100 →') : null);
-      kidsBody.replaceChildren(h('div', { class: 'table-wrap' }, h('table', {},
+      fill(kidsBody, h('div', { class: 'table-wrap' }, h('table', {},
         h('thead', {}, h('tr', {}, ['Index', 'Child', 'Kind', 'Status', 'Attempt', 'Error'].map((t) => h('th', { scope: 'col' }, t)))),
         h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', { colspan: 6, class: 'muted' }, 'None.'))))), pager);
     } catch (e) {
@@ -793,7 +833,7 @@ function fleetPage() {
   const root = main();
   const ctrl = new AbortController();
   const box = h('div', { id: 'fleet' });
-  root.replaceChildren(h('h1', {}, 'Fleet'), box);
+  fill(root, h('h1', {}, 'Fleet'), box);
   let timer = null;
   const stat = (k, v, idAttr) => h('div', { id: idAttr }, h('div', { class: 'v' }, v), h('div', { class: 'k' }, k));
   const queueText = (q) => (q.state === 'found' ? `${fmtNum(q.messages)} ready · ${fmtNum(q.consumers)} consumers`
@@ -840,7 +880,7 @@ function fleetPage() {
         h('thead', {}, h('tr', {}, ['Kind', 'Queue'].map((t) => h('th', { scope: 'col' }, t)))),
         h('tbody', {}, f.queues.map((q) => h('tr', { dataset: { queue: q.kind } }, h('td', {}, q.kind), h('td', {}, queueText(q)))))))
         : h('p', { class: 'muted' }, 'No kind has work about.');
-      box.replaceChildren(
+      fill(box, 
         h('section', { class: 'panel', id: 'stats' }, h('h2', {}, 'Backlog and health'), h('div', { class: 'stats' },
           stat('outbox: due', `${fmtNum(f.outbox.due)}${f.outbox.capped ? '+' : ''}`, 'outbox-due'),
           stat('outbox: in backoff', fmtNum(f.outbox.delayed)),

@@ -178,7 +178,7 @@ impl Browser {
             }
             if Instant::now() > deadline {
                 let text = self
-                    .eval("return document.getElementById('main').innerText.slice(0, 2000)")
+                    .eval("return document.body.innerText.slice(0, 2000)")
                     .await;
                 panic!("timed out after {timeout:?} waiting for {what}; the page reads: {text}");
             }

@@ -123,6 +123,7 @@ async fn a_job_appears_live_and_its_tree_counts_reach_the_end_without_a_reload()
         .await;
     assert_eq!(done["running"], "0", "{done}");
     assert_eq!(done["pending"], "0", "{done}");
+    c.wait_for(id, "completed", LIVE).await;
     badge(&b, "completed").await;
     assert_eq!(
         b.eval("return window.__noReload === true").await,
@@ -192,10 +193,16 @@ async fn pause_resume_and_cancel_from_the_buttons_take_effect() {
     })
     .await;
     badge(&b, "paused").await;
-    // Running phases finish; then nothing more completes.
-    c.eventually("no child running", Duration::from_secs(60), || async {
-        (running_phases(&c, id).await == 0).then_some(())
-    })
+    // The pause is carried down the tree and running phases finish; then
+    // nothing more completes.
+    c.eventually(
+        "the pause walked and no child running",
+        Duration::from_secs(60),
+        || async {
+            let walked = c.job(id).await["control_pending"] == json!([]);
+            (walked && running_phases(&c, id).await == 0).then_some(())
+        },
+    )
     .await;
     let held = completed_children(&c, id).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
