@@ -15,10 +15,12 @@
 
 const TOKEN_KEY = 'tributary.token';
 const STATUSES = ['completed', 'failed', 'cancelled', 'running', 'waiting', 'paused', 'pending'];
+// A fan-out's counters tell ended children apart, not the open ones' states.
+const BAR_KEYS = [...STATUSES, 'open'];
 const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
 const COLORS = {
   completed: '#1a7f37', failed: '#cf222e', running: '#0969da', pending: '#6e7781',
-  waiting: '#8250df', paused: '#9a6700', cancelled: '#424a53',
+  waiting: '#8250df', paused: '#9a6700', cancelled: '#424a53', open: '#57606a',
 };
 const LABELS = { pending: 'queued' };
 
@@ -281,10 +283,10 @@ function openStream(path, on) {
 // A stacked bar of counts by status, with a legend in words.
 function countsBar(counts, total, opts) {
   const o = opts || {};
-  const sum = total || STATUSES.reduce((a, s) => a + (counts[s] || 0), 0);
+  const sum = total || BAR_KEYS.reduce((a, s) => a + (counts[s] || 0), 0);
   const bar = h('div', { class: `bar${o.big ? ' big' : ''}`, role: 'img' });
   const words = [];
-  for (const s of STATUSES) {
+  for (const s of BAR_KEYS) {
     const n = counts[s] || 0;
     if (!n) continue;
     words.push(`${fmtNum(n)} ${LABELS[s] || s}`);
@@ -292,7 +294,7 @@ function countsBar(counts, total, opts) {
   }
   bar.setAttribute('aria-label', words.length ? words.join(', ') : 'none yet');
   const legend = h('div', { class: 'legend' });
-  for (const s of STATUSES) {
+  for (const s of BAR_KEYS) {
     const n = counts[s] || 0;
     if (!n && !(o.always || []).includes(s)) continue;
     legend.append(h('span', { dataset: { count: s } },
@@ -304,7 +306,7 @@ function countsBar(counts, total, opts) {
 
 function childrenCounts(c) {
   const open = Math.max(0, (c.total || 0) - (c.completed || 0) - (c.failed || 0) - (c.cancelled || 0));
-  return { completed: c.completed || 0, failed: c.failed || 0, cancelled: c.cancelled || 0, running: open };
+  return { completed: c.completed || 0, failed: c.failed || 0, cancelled: c.cancelled || 0, open };
 }
 
 // ---------------------------------------------------------------- jobs page
