@@ -1,5 +1,7 @@
 //! `tributary demo`: a local fleet runs the word-count job (or the `du`
 //! job) with live progress, prints the result and the wall time, and stops.
+//! With `--ui` it prints the dashboard's URL of the job and keeps the fleet
+//! up after the job until Ctrl-C.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -48,6 +50,10 @@ pub struct DemoArgs {
     /// RabbitMQ URL.
     #[arg(long, env = "TRIBUTARY_AMQP_URL", default_value = DEFAULT_AMQP_URL)]
     amqp_url: String,
+    /// Print the dashboard's URL (the job's page) before the job starts,
+    /// and keep the fleet up after it ends until Ctrl-C.
+    #[arg(long)]
+    ui: bool,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -74,7 +80,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         demo_root: root.as_ref().map(PathBuf::from),
     })
     .await?;
-    let result = run_job(&fleet, kind, &input).await;
+    if args.ui {
+        eprintln!("dashboard: {}/ui/", fleet.url);
+    }
+    let result = run_job(&fleet, kind, &input, args.ui).await;
+    if args.ui {
+        match &result {
+            Ok((id, job, _)) => eprintln!(
+                "job {id} ended {}; the dashboard stays up at {}/ui/#/job/{id}: press Ctrl-C to stop the fleet",
+                job["status"], fleet.url
+            ),
+            Err(e) => eprintln!(
+                "{e:#}; the dashboard stays up at {}/ui/: press Ctrl-C to stop the fleet",
+                fleet.url
+            ),
+        }
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+    }
     eprintln!("stopping the fleet (logs in {})", fleet.log_dir.display());
     fleet.stop().await?;
     let (id, job, wall_ms) = result?;
@@ -110,11 +134,16 @@ async fn run_job(
     fleet: &Fleet,
     kind: &str,
     input: &Value,
+    ui: bool,
 ) -> anyhow::Result<(String, Value, u128)> {
     let api = Api::new(&fleet.url);
     let started = Instant::now();
     let id = api.submit(kind, input, None).await?;
     eprintln!("submitted {kind} job {id}");
+    if ui {
+        // Printed on stdout too, alone on its line, for scripts to open.
+        println!("{}/ui/#/job/{id}", fleet.url);
+    }
     let job = client::watch(&api, &id).await?;
     Ok((id, job, started.elapsed().as_millis()))
 }

@@ -8,8 +8,8 @@
 //! | `TRIBUTARY_METRICS_TOKEN` | `/metrics` (which is open while it is unset) |
 //!
 //! No token or an unknown one is 401 (with `WWW-Authenticate: Bearer`); a
-//! valid token that does not grant the request is 403. `/healthz` and
-//! `/readyz` are always open. With neither the API nor the
+//! valid token that does not grant the request is 403. `/healthz`,
+//! `/readyz` and the dashboard's static files (`/ui/`) are always open. With neither the API nor the
 //! read token configured the API is open (local development); the
 //! coordinator refuses to listen beyond loopback that way (see
 //! [`crate::StartError::Unprotected`]). Tokens are compared in constant
@@ -50,6 +50,16 @@ pub enum Decision {
 /// anyone holds a token.
 pub const OPEN_PATHS: [&str; 2] = ["/healthz", "/readyz"];
 
+/// Whether `path` is open whatever is configured: the probes, and the
+/// dashboard's page and assets (`/ui`, `/ui/…`: static files that hold no
+/// data; the page asks for a token and sends it on every API call).
+pub fn is_open(path: &str) -> bool {
+    OPEN_PATHS.contains(&path)
+        || path
+            .strip_prefix(crate::api::ui::PREFIX)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 impl Tokens {
     /// Whether the API itself asks for a token.
     pub fn api_protected(&self) -> bool {
@@ -58,7 +68,7 @@ impl Tokens {
 
     /// The rule: who may call `method path` holding `bearer`.
     pub fn decide(&self, method: &Method, path: &str, bearer: Option<&[u8]>) -> Decision {
-        if OPEN_PATHS.contains(&path) {
+        if is_open(path) {
             return Decision::Allow;
         }
         let is = |t: &Option<Token>| match (t, bearer) {
@@ -179,6 +189,12 @@ mod tests {
         // Probes are open.
         assert_eq!(t.decide(&get, "/healthz", None), Allow);
         assert_eq!(t.decide(&get, "/readyz", None), Allow);
+        // So are the dashboard's static files, and nothing that merely
+        // starts with their prefix.
+        assert_eq!(t.decide(&get, "/ui", None), Allow);
+        assert_eq!(t.decide(&get, "/ui/", None), Allow);
+        assert_eq!(t.decide(&get, "/ui/assets/app.0123.js", None), Allow);
+        assert!(matches!(t.decide(&get, "/uinfo", None), Unauthorized(_)));
         // The API token grants everything.
         assert_eq!(t.decide(&post, "/v1/jobs", api), Allow);
         assert_eq!(t.decide(&get, "/v1/jobs/x", api), Allow);

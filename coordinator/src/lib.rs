@@ -293,7 +293,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let addr = app.local_addr().context("reading the bound address")?;
     println!("listening on {addr}");
     let tokens = settings_summary(&app.settings);
-    tracing::info!(%addr, auth = %tokens, "coordinator listening");
+    // Where to point a browser (the page asks for a token if the API has one).
+    let ui = format!("http://{addr}{}/", api::ui::PREFIX);
+    tracing::info!(%addr, auth = %tokens, %ui, "coordinator listening; dashboard at {ui}");
     app.run_until_stopped(cancel)
         .await
         .context("serving the API")?;

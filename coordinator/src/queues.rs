@@ -1,6 +1,7 @@
 //! What the broker says about a kind's task queue: how many tasks wait in
-//! it and how many consumers (live workers serving the kind) it has. Read
-//! for `GET /v1/jobs/{id}/waiting` with a passive `queue.declare`.
+//! it and how many consumers (live workers serving the kind) it has, and
+//! the dead-letter queue's depth. Read for `GET /v1/jobs/{id}/waiting` and
+//! `GET /v1/fleet` with a passive `queue.declare`.
 //!
 //! The probe keeps its own connection, opened on first use, and not the
 //! relay's: a passive declare of a queue that does not exist makes the
@@ -68,8 +69,18 @@ impl QueueProbe {
     /// The task queue of `kind`: its depth and consumers, within
     /// [`PROBE_TIMEOUT`].
     pub async fn kind(&self, kind: &str) -> QueueState {
+        self.queue(&self.topology.task_queue(kind)).await
+    }
+
+    /// The dead-letter queue (`{ns}.dead`): messages the broker gave up on.
+    pub async fn dead_letters(&self) -> QueueState {
+        self.queue(&self.topology.dead_letter_queue()).await
+    }
+
+    /// Any queue of this namespace by name, within [`PROBE_TIMEOUT`].
+    async fn queue(&self, queue: &str) -> QueueState {
         let mut link = self.link.lock().await;
-        match tokio::time::timeout(PROBE_TIMEOUT, self.declare(&mut link, kind)).await {
+        match tokio::time::timeout(PROBE_TIMEOUT, self.declare(&mut link, queue)).await {
             Ok(state) => state,
             Err(_) => {
                 // Whatever was half done is dropped; the next probe starts over.
@@ -84,7 +95,7 @@ impl QueueProbe {
         }
     }
 
-    async fn declare(&self, link: &mut Option<(Connection, Channel)>, kind: &str) -> QueueState {
+    async fn declare(&self, link: &mut Option<(Connection, Channel)>, queue: &str) -> QueueState {
         let channel = match self.channel(link).await {
             Ok(channel) => channel,
             Err(e) => {
@@ -98,9 +109,8 @@ impl QueueProbe {
             passive: true,
             ..QueueDeclareOptions::default()
         };
-        let queue = self.topology.task_queue(kind);
         match channel
-            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+            .queue_declare(queue.into(), passive, FieldTable::default())
             .await
         {
             Ok(q) => QueueState::Found {

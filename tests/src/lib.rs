@@ -10,6 +10,7 @@
 
 #![allow(missing_docs)]
 
+pub mod browser;
 pub mod proxy;
 pub mod tls_proxy;
 

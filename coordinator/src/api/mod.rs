@@ -17,10 +17,12 @@
 //! | `POST /v1/jobs/{id}/resume` | release what a pause held; `202` |
 //! | `POST /v1/jobs/{id}/retry` | run a failed or cancelled job again (`{"phase"?}`); `202`, `409` if it may not |
 //! | `GET /v1/stats` | durable counters (fenced, forged, refused and poisoned reports) |
+//! | `GET /v1/fleet` | workers running phases, queue depths per kind, outbox backlog, dead letters, fenced reports, jobs ended per minute over 15 min ([`fleet`]) |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /healthz` | liveness (always open) |
 //! | `GET /readyz` | readiness: the database answers (always open) |
 //! | `GET /openapi.json` | this API's OpenAPI document ([`openapi`]) |
+//! | `GET /ui/` | the dashboard ([`ui`]): static files, open; the page sends a token |
 //!
 //! Every request passes, outermost first: the JSON error shape (every 4xx
 //! and 5xx answers `{"error": reason}`, whoever produced it), the request
@@ -37,6 +39,8 @@
 //! - [`waiting`]: `GET /v1/jobs/{id}/waiting` and its reason line.
 //! - [`list`]: `GET /v1/jobs`, its parameters and cursors.
 //! - [`idempotency`]: the `Idempotency-Key` header of a submission.
+//! - [`fleet`]: `GET /v1/fleet`, the fleet at a glance.
+//! - [`ui`]: the dashboard's embedded page and assets at `/ui/`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -64,9 +68,11 @@ use uuid::Uuid;
 pub mod answer;
 mod control;
 pub mod error;
+pub mod fleet;
 pub mod idempotency;
 pub mod list;
 pub mod openapi;
+pub mod ui;
 pub mod waiting;
 
 use self::answer::{
@@ -167,6 +173,7 @@ pub(crate) fn routes() -> Vec<Route> {
         route(M::POST, "/v1/jobs/{id}/resume", control::resume),
         route(M::POST, "/v1/jobs/{id}/retry", control::retry),
         route(M::GET, "/v1/stats", stats),
+        route(M::GET, "/v1/fleet", fleet::fleet),
         route(M::GET, "/metrics", metrics),
         route(M::GET, "/healthz", healthz),
         route(M::GET, "/readyz", readyz),
@@ -182,6 +189,7 @@ pub fn router(state: ApiState) -> Router {
     routes()
         .into_iter()
         .fold(Router::new(), |router, r| router.route(r.path, r.handler))
+        .merge(ui::routes())
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(

@@ -55,6 +55,7 @@ use crate::auth::OPEN_PATHS;
         super::control::resume,
         super::control::retry,
         super::stats,
+        super::fleet::fleet,
         super::metrics,
         super::healthz,
         super::readyz,

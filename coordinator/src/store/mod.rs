@@ -18,6 +18,8 @@
 //!   progressing (`GET /v1/jobs/{id}/waiting`).
 //! - `list.rs`: pages of jobs for `GET /v1/jobs` (roots, a tree, a
 //!   parent's children), each by its own index.
+//! - `fleet.rs`: bounded read-only views of the fleet for `GET /v1/fleet`
+//!   (running workers, outbox backlog, active kinds, jobs ended a minute).
 //! - `idempotency.rs`: idempotency keys of submissions (the key and the
 //!   job in one transaction) and their pruning.
 //!
@@ -36,6 +38,7 @@ use tributary_common::config::mask_url;
 mod batch;
 mod control;
 mod events;
+mod fleet;
 mod idempotency;
 mod list;
 mod outbox;
@@ -45,6 +48,7 @@ mod waiting;
 pub use batch::*;
 pub use control::*;
 pub use events::*;
+pub use fleet::*;
 pub use idempotency::*;
 pub use list::*;
 pub use outbox::*;
