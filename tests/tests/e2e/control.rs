@@ -442,7 +442,8 @@ async fn a_child_under_a_paused_parent_is_not_resumed_alone() {
     )
     .await;
     let child: Uuid = sqlx::query_scalar(
-        "select id from jobs where parent_id = $1 and status = 'paused' limit 1",
+        // Held, not a running phase finishing under the pause.
+        "select id from jobs where parent_id = $1 and status = 'paused' and phase_status = 'paused' limit 1",
     )
     .bind(root)
     .fetch_one(&c.pool)
