@@ -848,8 +848,11 @@ async fn tree(
     let counts = &view.counts;
     // Where the jobs are: counts by status within each phase.
     let mut phases: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
-    for (phase, status, n) in store::tree_phases(&state.pool, root_id).await? {
-        phases.entry(phase).or_default().insert(status, n);
+    for (phase, status, n) in &view.phases {
+        phases
+            .entry(phase.clone())
+            .or_default()
+            .insert(status.clone(), *n);
     }
     let total = counts.total();
     let done = counts.terminal();

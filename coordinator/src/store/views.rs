@@ -218,10 +218,14 @@ pub struct TreeView {
     pub created_ms: i64,
     /// When the root ended, ms since the epoch.
     pub finished_ms: Option<i64>,
+    /// Where the jobs are: (phase, status, count), counts not 0, read in
+    /// the same statement as the counts (one snapshot: they agree).
+    pub phases: Vec<(String, String, i64)>,
 }
 
 /// The summary of the tree of `root`: one read of its `tree_summary` row
-/// and its root's row, both by primary key, whatever the tree's size.
+/// and its root's row, both by primary key, and of its `tree_phases` rows,
+/// whatever the tree's size.
 pub async fn tree(pool: &PgPool, root: Uuid) -> Result<Option<TreeView>> {
     trip();
     let row = sqlx::query(
@@ -233,7 +237,10 @@ pub async fn tree(pool: &PgPool, root: Uuid) -> Result<Option<TreeView>> {
                 t.rate_prev_done,
                 (extract(epoch from r.created_at) * 1000)::int8 as created_ms,
                 (extract(epoch from r.finished_at) * 1000)::int8 as finished_ms,
-                (extract(epoch from clock_timestamp()) * 1000)::int8 as now_ms
+                (extract(epoch from clock_timestamp()) * 1000)::int8 as now_ms,
+                (select coalesce(jsonb_agg(jsonb_build_array(p.phase, p.status, p.n)
+                                           order by p.phase, p.status), '[]')
+                 from tree_phases p where p.root_id = t.root_id and p.n <> 0) as phases
          from tree_summary t join jobs r on r.id = t.root_id
          where t.root_id = $1",
     )
@@ -254,25 +261,16 @@ pub async fn tree(pool: &PgPool, root: Uuid) -> Result<Option<TreeView>> {
             done_prev: r.try_get("rate_prev_done")?,
             done: counts.terminal(),
         };
+        let phases: sqlx::types::Json<Vec<(String, String, i64)>> = r.try_get("phases")?;
         Ok(TreeView {
             counts,
             window,
             created_ms: r.try_get("created_ms")?,
             finished_ms: r.try_get("finished_ms")?,
+            phases: phases.0,
         })
     })
     .transpose()
-}
-
-/// Where `root`'s tree's jobs are: (phase, status, count), counts not 0.
-pub async fn tree_phases(pool: &PgPool, root: Uuid) -> Result<Vec<(String, String, i64)>> {
-    trip();
-    Ok(sqlx::query_as(
-        "select phase, status, n from tree_phases where root_id = $1 and n <> 0 order by phase, status",
-    )
-    .bind(root)
-    .fetch_all(pool)
-    .await?)
 }
 
 /// A job log line.
