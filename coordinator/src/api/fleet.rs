@@ -104,7 +104,7 @@ pub struct FleetMinute {
     ),
 )]
 pub(crate) async fn fleet(State(state): State<ApiState>) -> Result<Json<Fleet>, ApiError> {
-    let workers = store::running_workers(&state.pool)
+    let workers: Vec<FleetWorker> = store::running_workers(&state.pool)
         .await?
         .into_iter()
         .map(|w| FleetWorker {
@@ -116,7 +116,12 @@ pub(crate) async fn fleet(State(state): State<ApiState>) -> Result<Json<Fleet>, 
             lease_until_ms: w.lease_until_ms,
         })
         .collect();
-    let kinds = store::active_kinds(&state.pool).await?;
+    // The kinds the workers shown run are shown too, whatever the second
+    // read finds running by then.
+    let mut kinds = store::active_kinds(&state.pool).await?;
+    kinds.extend(workers.iter().flat_map(|w| w.kinds.iter().cloned()));
+    kinds.sort_unstable();
+    kinds.dedup();
     let mut queues = Vec::with_capacity(kinds.len());
     // A broker that did not answer once is not asked again for this answer:
     // the rest are `unknown` with the same reason, so the route stays
