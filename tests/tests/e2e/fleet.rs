@@ -89,4 +89,5 @@ async fn the_fleet_shows_workers_queues_backlog_and_throughput() {
         times.windows(2).all(|w| w[1] - w[0] == 60_000),
         "minutes in order: {times:?}"
     );
+    c.shutdown().await;
 }

@@ -153,6 +153,7 @@ async fn a_job_appears_live_and_its_tree_counts_reach_the_end_without_a_reload()
     shot(&b, "fleet.png").await;
     assert_no_console_errors(&b, "fleet page").await;
     b.quit().await;
+    c.shutdown().await;
 }
 
 #[tokio::test]
@@ -267,6 +268,7 @@ async fn pause_resume_and_cancel_from_the_buttons_take_effect() {
     .await;
     assert_no_console_errors(&b, "job page").await;
     b.quit().await;
+    c.shutdown().await;
 }
 
 #[tokio::test]
@@ -341,6 +343,7 @@ async fn a_failed_childs_error_is_shown_and_the_child_has_its_own_url() {
     .await;
     assert_no_console_errors(&b, "job and child pages").await;
     b.quit().await;
+    c.shutdown().await;
 }
 
 #[tokio::test]
@@ -394,6 +397,7 @@ async fn the_page_asks_for_a_token_once_and_sends_it() {
     );
     assert_no_console_errors(&b, "pages after the token").await;
     b.quit().await;
+    c.shutdown().await;
 }
 
 #[tokio::test]
@@ -479,6 +483,7 @@ async fn the_page_and_its_assets_are_open_cache_busted_and_compressed() {
         .await
         .expect("GET /ui");
     assert_eq!(redirect.status(), 308);
+    c.shutdown().await;
 }
 
 /// Load time of a job page over a tree of 100,000 children (the issue asks
@@ -518,4 +523,5 @@ async fn a_100k_child_job_page_loads_within_a_second() {
     assert!(worst < 1000.0, "the job page took {worst:.0} ms");
     assert_no_console_errors(&b, "100k job page").await;
     b.quit().await;
+    c.shutdown().await;
 }
