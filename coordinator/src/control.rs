@@ -146,7 +146,7 @@ impl Sweeper {
                     .collect();
                 for batch in targets.chunks(BATCH) {
                     self.applier
-                        .control(batch, control.action, &control.reason, false)
+                        .control(batch, control.action, &control.reason)
                         .await?;
                     moved += batch.len() as u64;
                 }

@@ -149,21 +149,19 @@ impl Applier {
         self
     }
 
-    /// Applies `action` to `ids` (one transaction, again on a deadlock).
-    /// With `walk`, also records a walk of each one's descendants, in the
-    /// same transaction, for the sweeper.
+    /// A walk's step: applies `action` to `ids` (one transaction, again on
+    /// a deadlock).
     pub async fn control(
         &self,
         ids: &[Uuid],
         action: Action,
         reason: &str,
-        walk: bool,
     ) -> Result<Applied, StoreError> {
         self.run_work(Work::Control {
             ids,
             action,
             reason,
-            walk,
+            walk: false,
         })
         .await
         .map(|d| d.applied)
