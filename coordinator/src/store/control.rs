@@ -184,22 +184,28 @@ pub async fn finish_control(pool: &PgPool, id: i64) -> Result<()> {
     Ok(())
 }
 
-/// Whether a newer walk of the same job was recorded after `control`: a
-/// pause or resume followed by another action on its job need not be
-/// walked (the newer walk, which comes after it, leaves every descendant
-/// where the last action says).
+/// Whether a newer walk of the same job, recorded after `control`, makes
+/// it needless: a pause or resume followed by any other action on its job
+/// (the newer walk, which comes after it, leaves every descendant where
+/// the last action says), or a cancel followed by another cancel (a cancel
+/// of an ended job walks for children it did not wait for, each time it is
+/// asked). A retry walk is always walked.
 pub async fn superseded(pool: &PgPool, control: &SubtreeControl) -> Result<bool> {
-    if !matches!(control.action, Action::Pause | Action::Resume) {
-        return Ok(false);
-    }
+    let by: &[&str] = match control.action {
+        Action::Pause | Action::Resume => &["cancel", "pause", "resume", "retry"],
+        Action::Cancel => &["cancel"],
+        Action::Retry => return Ok(false),
+    };
     trip();
-    Ok(
-        sqlx::query_scalar("select exists (select 1 from controls where job_id = $1 and id > $2)")
-            .bind(control.job_id)
-            .bind(control.id)
-            .fetch_one(pool)
-            .await?,
+    Ok(sqlx::query_scalar(
+        "select exists (select 1 from controls
+                        where job_id = $1 and id > $2 and action = any($3))",
     )
+    .bind(control.job_id)
+    .bind(control.id)
+    .bind(by)
+    .fetch_one(pool)
+    .await?)
 }
 
 /// Deletes a finished walk in the applier's transaction (a retry walk's
